@@ -1,0 +1,18 @@
+"""Shared test set-up: where the repo is, and its custom modules for Salt's loader."""
+
+import pathlib
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def repo_root():
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def salt_factories_config():
+    # Keep the factories' log server on loopback like everything else here.
+    return {"log_server_host": "127.0.0.1"}
