@@ -1,0 +1,59 @@
+# Two commands set up everything on a fresh Debian 12 machine (as root):
+#   make demo   - brings the rehearsal lab up and runs the upgrade
+#   make test   - runs every test tier (unit, functional, integration on the lab)
+SHELL := /bin/bash
+PY    := .venv/bin/python
+LAB   := $(PY) -m lab.labctl
+
+.PHONY: deps venv system lab-up lab-down lab-status lab-reset demo test test-fast \
+        test-unit test-functional test-integration bench clean
+
+deps: system venv
+
+system:
+	@bash lab/bootstrap.sh
+
+venv: .venv/.installed
+
+.venv/.installed: requirements.txt
+	@test -x $(PY) || python3 -m venv .venv
+	@.venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+lab-up: deps
+	@$(LAB) up
+
+lab-down: venv
+	@$(LAB) down
+
+lab-status: venv
+	@$(LAB) status
+
+lab-reset: deps
+	@$(LAB) reset
+
+demo: deps
+	@$(PY) -m lab.demo
+
+# Fast tiers: no lab needed.
+test-fast: deps
+	@$(PY) -m pytest tests/unit tests/functional -q
+
+test-unit: venv
+	@$(PY) -m pytest tests/unit -q
+
+test-functional: deps
+	@$(PY) -m pytest tests/functional -q
+
+# Integration tests bring the lab up themselves (tests/integration/conftest.py).
+test-integration: deps
+	@$(PY) -m pytest tests/integration -q
+
+test: deps
+	@$(PY) -m pytest tests -q
+
+bench: deps
+	@$(PY) bench/backup_bench.py
+
+clean: lab-down
+	rm -rf .lab

@@ -1,0 +1,458 @@
+"""The rehearsal lab: one salt-master and eight salt-minions on loopback, with real Tomcat and
+real JVMs, each lab host in its own filesystem root under ``.lab/hosts/<id>``.
+
+    python -m lab.labctl up        # idempotent: starts whatever is not running
+    python -m lab.labctl status    # hosts, minions, services, releases, addresses
+    python -m lab.labctl reset     # every host back to release v1 (daemons stay up)
+    python -m lab.labctl down      # stops every process the lab started, and only those
+
+Hosts, services and production addresses come from ``pillar/inventory.sls``; a lab host's
+address is the runbook's with the first octet replaced by 127 (25.0.3.17 -> 127.0.3.17).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+
+import psutil
+import yaml
+
+from lab import tomcat_base
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+LAB = REPO / ".lab"
+HOSTS_DIR = LAB / "hosts"
+MINIONS_DIR = LAB / "minions"
+MASTER_DIR = LAB / "master"
+ARTIFACTS = LAB / "artifacts" / "releases"
+VENV_BIN = REPO / ".venv" / "bin"
+INVENTORY = REPO / "pillar" / "inventory.sls"
+MASTER_CONFIG_DIR = REPO / "etc" / "salt"
+
+# The lab's two releases: v1 carries the runbook's bugs, v2 (the runbook's 20170220) fixes them.
+RELEASE_V1 = "20161201"
+RELEASE_V2 = "20170220"
+MASTER_PORTS = (14505, 14506)
+SERVICE_PORTS = {"tomcat": 8080, "standalone": 8090}
+
+
+def lab_address(address):
+    """25.0.3.17 -> 127.0.3.17: the runbook's address moved onto loopback."""
+    return ".".join(["127"] + address.split(".")[1:])
+
+
+def load_hosts():
+    """[{id, service, kind, address, prod_address, root, ...service config}] in inventory order."""
+    inventory = yaml.safe_load(INVENTORY.read_text())["inventory"]["services"]
+    hosts = []
+    for service, conf in inventory.items():
+        for host_id, host in conf["hosts"].items():
+            hosts.append(
+                {
+                    "id": host_id,
+                    "service": service,
+                    "kind": conf["kind"],
+                    "prod_address": host["address"],
+                    "address": lab_address(host["address"]),
+                    "root": HOSTS_DIR / host_id,
+                    "conf": conf,
+                }
+            )
+    return hosts
+
+
+def in_root(host, path):
+    """A production path (/home/ecsc) inside the lab host's root."""
+    return host["root"] / str(path).lstrip("/")
+
+
+def app_log(host):
+    return in_root(host, host["conf"]["logs"]["app"])
+
+
+def health_url(host):
+    return host["conf"]["health_url"].format(address=host["address"])
+
+
+# ---------------------------------------------------------------- releases
+
+
+def ensure_releases():
+    """Build v1 and v2 archives (cached by the builder) into the master's file root."""
+    from lab import build
+
+    built = {}
+    for variant, release in (("v1", RELEASE_V1), ("v2", RELEASE_V2)):
+        built[release] = build.build_release(release, variant, ARTIFACTS)
+    return built
+
+
+def sha256_of(release, service):
+    text = (ARTIFACTS / release / f"{service}.tar.sha256").read_text()
+    return text.split()[0]
+
+
+def write_pillar(hosts):
+    """The lab's pillar overrides (read by pillar/lab.sls): addresses, roots, archive sums."""
+    services = {}
+    for host in hosts:
+        entry = services.setdefault(host["service"], {"hosts": {}})
+        entry["hosts"][host["id"]] = {"address": host["address"], "root": str(host["root"])}
+    data = {
+        "inventory": {"services": services},
+        "release": {"sha256": {h["service"]: sha256_of(RELEASE_V2, h["service"]) for h in hosts}},
+    }
+    (LAB / "pillar.yaml").write_text(
+        "# Written by lab/labctl.py: the lab's overrides of the production inventory.\n"
+        + yaml.safe_dump(data, sort_keys=True)
+    )
+
+
+# ---------------------------------------------------------------- host roots
+
+
+def provision(host):
+    """Lay out one host's root as the runbook's /home at release v1 (as deployed by hand)."""
+    conf = host["conf"]
+    service = host["service"]
+    install_dir = in_root(host, conf["install_dir"])
+    install_dir.parent.mkdir(parents=True, exist_ok=True)
+    for log in conf["logs"].values():
+        in_root(host, log).parent.mkdir(parents=True, exist_ok=True)
+    archive = ARTIFACTS / RELEASE_V1 / f"{service}.tar"
+    with tarfile.open(archive) as tar:
+        tar.extractall(install_dir.parent, filter="data")
+    if host["kind"] == "tomcat":
+        tomcat_base.write(
+            in_root(host, conf["catalina_base"]),
+            host["address"],
+            SERVICE_PORTS["tomcat"],
+            install_dir,
+            f"/{service}",
+            parameters={"logFile": app_log(host)},
+        )
+    else:
+        conf_dir = install_dir / "conf"
+        conf_dir.mkdir(exist_ok=True)
+        (conf_dir / "host.properties").write_text(
+            f"# host-local config of {host['id']} (not carried by the release archive)\n"
+            f"bind.address={host['address']}\n"
+            f"http.port={SERVICE_PORTS['standalone']}\n"
+            f"log.file={app_log(host)}\n"
+        )
+
+
+def service_pids(host):
+    """Pids of the JVM(s) running this lab host's service: matched by the host's own root."""
+    conf = host["conf"]
+    pids = []
+    if host["kind"] == "tomcat":
+        want = f"-Dcatalina.base={in_root(host, conf['catalina_base'])}"
+    else:
+        want = None
+        app_dir = str(in_root(host, conf["install_dir"]))
+    for proc in psutil.process_iter(["name", "cmdline", "cwd"]):
+        try:
+            if proc.info["name"] != "java":
+                continue
+            if want is not None and want in (proc.info["cmdline"] or []):
+                pids.append(proc.pid)
+            elif want is None and proc.info["cwd"] == app_dir:
+                pids.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return pids
+
+
+def lab_jvm_pids():
+    """Every JVM whose base or working dir is inside the lab's host roots (test leftovers too)."""
+    prefix = str(HOSTS_DIR) + os.sep
+    pids = []
+    for proc in psutil.process_iter(["name", "cmdline", "cwd"]):
+        try:
+            if proc.info["name"] != "java":
+                continue
+            args = proc.info["cmdline"] or []
+            if (proc.info["cwd"] or "").startswith(prefix) or any(
+                a.startswith("-Dcatalina.base=" + prefix) for a in args
+            ):
+                pids.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return pids
+
+
+def start_service(host):
+    conf = host["conf"]
+    if host["kind"] == "tomcat":
+        cmd = [str(in_root(host, conf["start"][0]))]
+        cwd = in_root(host, "/home")
+    else:
+        cmd = list(conf["start"])
+        cwd = in_root(host, conf["install_dir"])
+    with open(os.devnull, "rb") as devnull, open(app_log(host), "ab") as out:
+        subprocess.Popen(
+            cmd, cwd=cwd, stdin=devnull, stdout=out, stderr=out, start_new_session=True
+        )
+
+
+def health(host, timeout=1.0):
+    try:
+        with urllib.request.urlopen(health_url(host), timeout=timeout) as resp:
+            return json.loads(resp.read().decode())
+    except (OSError, ValueError):
+        return None
+
+
+def stop_pids(pids, timeout=15):
+    procs = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            proc.send_signal(signal.SIGTERM)
+            procs.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        proc.kill()
+    psutil.wait_procs(alive, timeout=5)
+
+
+# ---------------------------------------------------------------- salt daemons
+
+
+def _daemon_pid(pidfile, marker):
+    """The pid in pidfile if that process is alive and its cmdline carries marker."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        if marker in " ".join(psutil.Process(pid).cmdline()):
+            return pid
+    except (OSError, ValueError, psutil.NoSuchProcess, psutil.AccessDenied):
+        pass
+    return None
+
+
+def master_pidfile():
+    return MASTER_DIR / "var" / "run" / "salt-master.pid"
+
+
+def minion_dir(host_id):
+    return MINIONS_DIR / host_id
+
+
+def minion_pidfile(host_id):
+    return minion_dir(host_id) / "var" / "run" / "salt-minion.pid"
+
+
+def write_minion_config(host):
+    cfg_dir = minion_dir(host["id"])
+    cfg_dir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "id": host["id"],
+        "root_dir": str(cfg_dir),
+        "master": "127.0.0.1",
+        "publish_port": MASTER_PORTS[0],
+        "master_port": MASTER_PORTS[1],
+        "user": "root",
+        "acceptance_wait_time": 1,
+        "random_reauth_delay": 0,
+        "recon_default": 200,
+        "recon_max": 2000,
+        "log_level_logfile": "info",
+        # The lab host's address and root, for humans reading grains.
+        "grains": {"lab": {"address": host["address"], "root": str(host["root"])}},
+    }
+    (cfg_dir / "minion").write_text(yaml.safe_dump(config, sort_keys=True))
+
+
+def _spawn(args, log):
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(os.devnull, "rb") as devnull, open(log, "ab") as out:
+        subprocess.Popen(
+            args, cwd=REPO, stdin=devnull, stdout=out, stderr=out, start_new_session=True
+        )
+
+
+def start_master():
+    if _daemon_pid(master_pidfile(), "salt-master"):
+        return False
+    _spawn(
+        [str(VENV_BIN / "salt-master"), "-c", str(MASTER_CONFIG_DIR), "-l", "warning"],
+        MASTER_DIR / "master.out",
+    )
+    return True
+
+
+def start_minion(host_id):
+    if _daemon_pid(minion_pidfile(host_id), str(minion_dir(host_id))):
+        return False
+    _spawn(
+        [str(VENV_BIN / "salt-minion"), "-c", str(minion_dir(host_id)), "-l", "warning"],
+        minion_dir(host_id) / "minion.out",
+    )
+    return True
+
+
+def salt_cmd(*args, timeout=60):
+    """Run a salt CLI from the repo root (the Saltfile points it at etc/salt)."""
+    return subprocess.run(
+        list(args), cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"},
+    )
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.5)
+    raise SystemExit(f"lab: timed out after {timeout}s waiting for {what}")
+
+
+def ping_all(ids):
+    proc = salt_cmd("salt", "--out=json", "--static", "-t", "5", "*", "test.ping")
+    try:
+        answered = json.loads(proc.stdout or "{}")
+    except ValueError:
+        return False
+    return all(answered.get(i) is True for i in ids)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def up(args):
+    t0 = time.monotonic()
+    hosts = load_hosts()
+    for sub in (HOSTS_DIR, MINIONS_DIR, MASTER_DIR, ARTIFACTS):
+        sub.mkdir(parents=True, exist_ok=True)
+    ensure_releases()
+    write_pillar(hosts)
+    start_master()
+    for host in hosts:
+        write_minion_config(host)
+        start_minion(host["id"])
+    for host in hosts:
+        if not in_root(host, host["conf"]["install_dir"]).exists():
+            provision(host)
+        if not service_pids(host):
+            start_service(host)
+    ids = [h["id"] for h in hosts]
+    wait_for(lambda: ping_all(ids), 90, "all eight minions to answer test.ping")
+    sync = salt_cmd("salt", "--out=json", "--static", "*", "saltutil.sync_all", timeout=120)
+    if sync.returncode != 0:
+        raise SystemExit(f"lab: saltutil.sync_all failed:\n{sync.stdout}{sync.stderr}")
+    salt_cmd("salt-run", "saltutil.sync_all")
+    wait_for(lambda: all(health(h) for h in hosts), 90, "all eight services to answer health")
+    print(f"lab: up in {time.monotonic() - t0:.1f}s")
+    status(args)
+
+
+def down(args):
+    hosts = load_hosts()
+    for host in hosts:
+        pid = _daemon_pid(minion_pidfile(host["id"]), str(minion_dir(host["id"])))
+        if pid:
+            stop_pids([pid])
+    pid = _daemon_pid(master_pidfile(), "salt-master")
+    if pid:
+        # The master's worker processes are its children: stop the whole tree.
+        try:
+            children = psutil.Process(pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            children = []
+        stop_pids([pid])
+        stop_pids([c.pid for c in children if c.is_running()])
+    stop_pids(lab_jvm_pids())
+    left = listening_lab_ports()
+    if left:
+        raise SystemExit(f"lab: still listening after down: {left}")
+    print("lab: down (no lab process, no lab port listening)")
+
+
+def listening_lab_ports():
+    """Lab sockets still listening: master ports on 127.0.0.1, service ports on lab addresses."""
+    addresses = {h["address"] for h in load_hosts()}
+    found = []
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status != psutil.CONN_LISTEN or not conn.laddr:
+            continue
+        ip, port = conn.laddr.ip, conn.laddr.port
+        if (ip == "127.0.0.1" and port in MASTER_PORTS) or ip in addresses:
+            found.append(f"{ip}:{port} (pid {conn.pid})")
+    return found
+
+
+def reset(args):
+    """Every host back to release v1 as deployed by hand: fresh roots, services restarted."""
+    hosts = load_hosts()
+    stop_pids(lab_jvm_pids())
+    ensure_releases()
+    for host in hosts:
+        shutil.rmtree(host["root"], ignore_errors=True)
+        provision(host)
+        start_service(host)
+    wait_for(lambda: all(health(h) for h in hosts), 90, "all eight services to answer health")
+    print("lab: reset to release", RELEASE_V1)
+    status(args)
+
+
+def collect_status():
+    rows = []
+    master = _daemon_pid(master_pidfile(), "salt-master")
+    for host in load_hosts():
+        info = health(host)
+        rows.append(
+            {
+                "host": host["id"],
+                "address": host["address"],
+                "runbook_address": host["prod_address"],
+                "minion_pid": _daemon_pid(minion_pidfile(host["id"]), str(minion_dir(host["id"]))),
+                "service": host["service"],
+                "jvm_pids": service_pids(host),
+                "health": health_url(host),
+                "release": (info or {}).get("release"),
+                "root": str(host["root"]),
+            }
+        )
+    return {"master_pid": master, "hosts": rows}
+
+
+def status(args):
+    data = collect_status()
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2))
+        return
+    print(f"salt-master: {'pid ' + str(data['master_pid']) if data['master_pid'] else 'DOWN'}"
+          f" (127.0.0.1:{MASTER_PORTS[0]}/{MASTER_PORTS[1]})")
+    fmt = "{:<15} {:<12} {:<12} {:<13} {:<9} {:<10} {}"
+    print(fmt.format("HOST", "ADDRESS", "RUNBOOK", "SERVICE", "MINION", "RELEASE", "HEALTH"))
+    for row in data["hosts"]:
+        print(fmt.format(
+            row["host"], row["address"], row["runbook_address"], row["service"],
+            "up" if row["minion_pid"] else "DOWN", row["release"] or "DOWN", row["health"],
+        ))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="labctl", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["up", "down", "status", "reset"])
+    parser.add_argument("--json", action="store_true", help="status as JSON")
+    args = parser.parse_args(argv)
+    os.chdir(REPO)
+    {"up": up, "down": down, "status": status, "reset": reset}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+# The runbook's four services and eight hosts, with the production values the runbook states.
+# Paths are as on the real hosts; a host's `root` (default '') is prefixed to every path, which
+# is how the rehearsal lab gives each lab host its own filesystem (see pillar/lab.sls).
+inventory:
+  services:
+    ecsc:
+      kind: tomcat
+      hosts:                              # upgraded in this order: host 1, then host 2
+        ecsc-1: {address: 25.0.3.17}
+        ecsc-2: {address: 25.0.3.39}
+      install_dir: /home/ecsc
+      catalina_base: /home/apache-tomcat-7.0.67
+      start: [/home/apache-tomcat-7.0.67/bin/startup.sh]
+      logs:
+        server: /home/apache-tomcat-7.0.67/logs/catalina.out
+        app: /home/ecsclog/ecsc.log
+      ready:
+        - {log: server, pattern: 'Server startup in \[?\d+\]? (ms|milliseconds)'}
+        - {log: app, pattern: 'ecsc started release={release}'}
+      health_url: 'http://{address}:8080/ecsc/health'
+      stop: {signal: KILL, timeout: 30}   # runbook: kill -9
+    ecmc:
+      kind: tomcat
+      hosts:
+        ecmc-1: {address: 25.0.3.27}
+        ecmc-2: {address: 25.0.3.40}
+      install_dir: /home/ecmc
+      catalina_base: /home/apache-tomcat-7.0.67
+      start: [/home/apache-tomcat-7.0.67/bin/startup.sh]
+      logs:
+        server: /home/apache-tomcat-7.0.67/logs/catalina.out
+        app: /home/ecmclog/ecmc.log
+      ready:
+        - {log: server, pattern: 'Server startup in \[?\d+\]? (ms|milliseconds)'}
+        - {log: app, pattern: 'ecmc started release={release}'}
+      health_url: 'http://{address}:8080/ecmc/health'
+      stop: {signal: KILL, timeout: 30}
+    schedule:
+      kind: standalone
+      hosts:
+        schedule-1: {address: 25.0.3.26}
+        schedule-2: {address: 25.0.3.38}
+      install_dir: /home/schedule
+      start: [sh, startup.sh]             # runbook: cd /home/schedule; nohup sh startup.sh &
+      logs:
+        app: /home/schedulelog/schedule.log
+      ready:
+        - {log: app, pattern: 'INFO Started schedule release={release}'}
+      health_url: 'http://{address}:8090/health'
+      stop: {signal: TERM, timeout: 30}   # runbook: kill -15
+      keep: [conf/host.properties]        # host-local config the archive does not carry
+    schedule-res:
+      kind: standalone
+      hosts:
+        schedule-res-1: {address: 25.0.3.51}
+        schedule-res-2: {address: 25.0.3.61}
+      install_dir: /home/schedule-res
+      start: [sh, startup.sh]
+      logs:
+        app: /home/schedulereslog/scheduleres.log
+      ready:
+        - {log: app, pattern: 'INFO Started schedule-res release={release}'}
+      health_url: 'http://{address}:8090/health'
+      stop: {signal: TERM, timeout: 30}
+      keep: [conf/host.properties]
