@@ -1,0 +1,1038 @@
+"""
+Dated, verified backups of a program directory.
+
+Replaces the runbook's ``cp -R /home/ecsc /home/ecsc_20170220``. A backup of
+``<parent>/<name>`` with tag ``<tag>`` is the directory ``<parent>/<name>_<tag>``:
+
+- it is built in ``<parent>/.<name>_<tag>.tmp-<random>`` and renamed to its final name
+  only when complete, so a half-made backup never carries the final name;
+- it holds ``.backup-manifest.json`` (sha256, size and mode of every file, symlink targets,
+  directory modes, plus caller-supplied ``meta``), hashed from the very bytes written during
+  the one copy pass;
+- an existing backup that verifies is never overwritten or nested into; one that does not
+  verify is an error.
+
+Modes, ownership (when running as root), mtimes, symlinks (kept as symlinks) and empty
+directories are preserved. Not preserved: extended attributes/ACLs, hard links (copied as
+separate files), sparseness; sockets, FIFOs and device files are skipped (and reported).
+
+Paths (see docs/CONVENTIONS.md): backup ``<parent>/<name>_<tag>``, manifest
+``<parent>/<name>_<tag>/.backup-manifest.json``, temp dir ``<parent>/.<name>_<tag>.tmp-<random>``,
+restore staging ``<parent>/.<name>.restore-<random>``, live tree set aside during a restore
+``<parent>/.<name>.pre-restore-<random>``.
+
+:depends: - Python standard library only (hashlib, shutil, fcntl); Linux/POSIX
+"""
+
+import concurrent.futures
+import datetime
+import errno
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import stat
+import tempfile
+import threading
+import time
+
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    import fcntl
+
+    HAS_FCNTL = True
+except ImportError:  # pragma: no cover - Windows
+    HAS_FCNTL = False
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "backup"
+__func_alias__ = {"list_": "list"}
+
+MANIFEST_NAME = ".backup-manifest.json"
+MANIFEST_FORMAT = 1
+TAG_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]*$")
+
+# Copy/hash buffer per worker thread; large enough that hashlib releases the GIL and that
+# most files of a program directory are read with a single read(2).
+_BUF_SIZE = 1 << 20
+# Worker threads for copying/hashing files (measured with bench/backup_bench.py).
+_WORKERS = max(1, min(4, os.cpu_count() or 1))
+# Free space required beyond the (block-rounded) tree size.
+_FREE_MARGIN_BYTES = 64 << 20
+_FREE_MARGIN_RATIO = 0.05
+_BLOCK = 4096
+
+
+def __virtual__():
+    if not HAS_FCNTL or not hasattr(os, "geteuid"):
+        return (False, "The backup module needs a POSIX system (fcntl, os.geteuid).")
+    return __virtualname__
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _minion_id():
+    try:
+        return __opts__.get("id", "unknown-minion")
+    except NameError:  # pragma: no cover - used outside the loader
+        return "unknown-minion"
+
+
+def _msg(text, path=None, tag=None):
+    where = []
+    if path is not None:
+        where.append(f"path {path}")
+    if tag is not None:
+        where.append(f"tag {tag}")
+    suffix = f" ({', '.join(where)})" if where else ""
+    return f"backup on minion {_minion_id()}: {text}{suffix}"
+
+
+def _cee(text, path=None, tag=None):
+    return CommandExecutionError(_msg(text, path, tag))
+
+
+def _sie(text, path=None, tag=None):
+    return SaltInvocationError(_msg(text, path, tag))
+
+
+def _check_tag(tag, path=None):
+    if not isinstance(tag, str):
+        # YAML on the CLI turns 20170220 into an int; accept plain integers as their digits.
+        if isinstance(tag, int) and not isinstance(tag, bool) and tag >= 0:
+            tag = str(tag)
+        else:
+            raise _sie(f"tag must be a string, got {tag!r}", path, tag)
+    if not TAG_RE.match(tag):
+        raise _sie(
+            f"invalid tag {tag!r}: must match {TAG_RE.pattern}", path, tag
+        )
+    return tag
+
+
+def _split(path, tag=None):
+    """
+    Normalise the program directory path; return (path, parent, name).
+    """
+    if not isinstance(path, str) or not path:
+        raise _sie(f"path must be a non-empty string, got {path!r}", path, tag)
+    if not os.path.isabs(path):
+        raise _sie("path must be absolute", path, tag)
+    path = os.path.normpath(path)
+    parent, name = os.path.split(path)
+    if not name or name in (".", ".."):
+        raise _sie("path must name a directory below /", path, tag)
+    return path, parent, name
+
+
+def _backup_dir(parent, name, tag):
+    return os.path.join(parent, f"{name}_{tag}")
+
+
+def _tmp_prefix(name, tag):
+    return f".{name}_{tag}.tmp-"
+
+
+def _fmt_mode(st_mode):
+    return f"{stat.S_IMODE(st_mode):04o}"
+
+
+def _is_root():
+    return os.geteuid() == 0
+
+
+def _now_iso():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
+
+
+def _rmtree(path):
+    """
+    Remove a tree, also when parts of it are read-only for a non-root user.
+    """
+
+    def _onerror(func, failed, exc_info):
+        exc = exc_info[1]
+        if isinstance(exc, FileNotFoundError):
+            return
+        if isinstance(exc, PermissionError):
+            try:
+                os.chmod(os.path.dirname(failed), 0o700)
+                if os.path.isdir(failed) and not os.path.islink(failed):
+                    os.chmod(failed, 0o700)
+                func(failed)
+                return
+            except OSError:
+                pass
+        raise exc
+
+    if os.path.islink(path) or not os.path.isdir(path):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return
+    shutil.rmtree(path, onerror=_onerror)  # pylint: disable=deprecated-argument
+
+
+def _lock_dir(path):
+    """
+    Hold an exclusive flock on a work directory while this process uses it, so a
+    concurrent run's stale-dir cleanup leaves it alone. Returns the fd.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _unlock(fd):
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _clean_stale(parent, prefix):
+    """
+    Remove work dirs ``<parent>/<prefix>*`` left by a crashed run. A dir that another
+    live run holds locked is left alone. Returns the removed paths.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(parent))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            fd = _lock_dir(entry.path)
+        except OSError:
+            log.info("backup: %s is in use by another run, not removing it", entry.path)
+            continue
+        try:
+            log.warning("backup: removing stale work dir %s from an earlier run", entry.path)
+            _rmtree(entry.path)
+            removed.append(entry.path)
+        finally:
+            _unlock(fd)
+    return removed
+
+
+class _Tree:
+    """
+    One lstat pass over a tree: the entries in discovery order (parents before children).
+    """
+
+    __slots__ = ("root", "root_stat", "dirs", "files", "links", "other")
+
+    def __init__(self, root):
+        self.root = root
+        self.root_stat = None
+        self.dirs = []  # (rel, stat) excluding the root
+        self.files = []  # (rel, stat)
+        self.links = []  # (rel, target, stat)
+        self.other = []  # rel of sockets, fifos, devices
+
+    @property
+    def nbytes(self):
+        return sum(st.st_size for _, st in self.files)
+
+    def rels(self):
+        return (
+            {rel for rel, _ in self.dirs}
+            | {rel for rel, _ in self.files}
+            | {rel for rel, _, _ in self.links}
+            | set(self.other)
+        )
+
+
+def _walk(root, skip_root_names=()):
+    """
+    Walk ``root`` (a directory; a symlink to a directory is followed at the top only)
+    without following symlinks below it.
+    """
+    tree = _Tree(root)
+    tree.root_stat = os.stat(root)
+    if not stat.S_ISDIR(tree.root_stat.st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", root)
+    stack = [""]
+    while stack:
+        reldir = stack.pop()
+        absdir = os.path.join(root, reldir) if reldir else root
+        with os.scandir(absdir) as it:
+            for entry in it:
+                if not reldir and entry.name in skip_root_names:
+                    continue
+                rel = f"{reldir}/{entry.name}" if reldir else entry.name
+                st = entry.stat(follow_symlinks=False)
+                mode = st.st_mode
+                if stat.S_ISDIR(mode):
+                    tree.dirs.append((rel, st))
+                    stack.append(rel)
+                elif stat.S_ISREG(mode):
+                    tree.files.append((rel, st))
+                elif stat.S_ISLNK(mode):
+                    tree.links.append((rel, os.readlink(entry.path), st))
+                else:
+                    tree.other.append(rel)
+    return tree
+
+
+def _space_needed(tree):
+    """
+    Bytes a copy of ``tree`` needs: block-rounded file sizes, a block per directory, the
+    manifest, plus a safety margin.
+    """
+    data = sum(-(-st.st_size // _BLOCK) * _BLOCK for _, st in tree.files)
+    data += _BLOCK * (len(tree.dirs) + 1)
+    data += 256 * (len(tree.files) + len(tree.links) + len(tree.dirs))  # manifest
+    return data + max(_FREE_MARGIN_BYTES, int(data * _FREE_MARGIN_RATIO))
+
+
+def _check_space(where, needed, path, tag):
+    free = shutil.disk_usage(where).free
+    if free < needed:
+        raise _cee(
+            f"not enough free space on the filesystem of {where}: "
+            f"{free} bytes free, {needed} needed (tree plus margin); nothing written",
+            path,
+            tag,
+        )
+    return free
+
+
+_local = threading.local()
+
+
+def _buffer():
+    buf = getattr(_local, "buf", None)
+    if buf is None:
+        buf = _local.buf = bytearray(_BUF_SIZE)
+    return buf
+
+
+def _copy_file(src, dst, chown):
+    """
+    Copy one regular file, hashing exactly the bytes written. One read(2) per buffer feeds
+    both hashlib and write(2). Returns (sha256 hex, size, st_mode of the source).
+    """
+    buf = _buffer()
+    view = memoryview(buf)
+    digest = hashlib.sha256()
+    size = 0
+    fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fout = os.open(
+            dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+        try:
+            while True:
+                n = os.readv(fin, (buf,))
+                if not n:
+                    break
+                chunk = view[:n]
+                digest.update(chunk)
+                written = os.write(fout, chunk)
+                while written < n:
+                    written += os.write(fout, chunk[written:])
+                size += n
+            # fstat after the read: the metadata that goes with the bytes we have.
+            st = os.fstat(fin)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", src)
+            if chown:
+                os.fchown(fout, st.st_uid, st.st_gid)
+            os.fchmod(fout, stat.S_IMODE(st.st_mode))
+            os.utime(fout, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(fout)
+    finally:
+        os.close(fin)
+    return digest.hexdigest(), size, st.st_mode
+
+
+def _hash_file(path):
+    """
+    sha256, size and st_mode of one regular file (no symlink following).
+    """
+    buf = _buffer()
+    view = memoryview(buf)
+    digest = hashlib.sha256()
+    size = 0
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        while True:
+            n = os.readv(fd, (buf,))
+            if not n:
+                break
+            digest.update(view[:n])
+            size += n
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return digest.hexdigest(), size, st.st_mode
+
+
+def _run_pool(func, jobs):
+    """
+    Run ``func(*job)`` for each job; small thread pool (hashlib and file I/O release the
+    GIL). Returns results in job order; the first exception is re-raised.
+    """
+    if len(jobs) < 2 or _WORKERS == 1:
+        return [func(*job) for job in jobs]
+    with concurrent.futures.ThreadPoolExecutor(
+        max_workers=_WORKERS, thread_name_prefix="backup"
+    ) as pool:
+        return list(pool.map(lambda job: func(*job), jobs, chunksize=16))
+
+
+def _copy_tree(tree, dst):
+    """
+    Copy the walked ``tree`` into the existing empty directory ``dst``. The metadata of
+    ``dst`` itself is left to the caller (see _finish_dir). Returns the listing of what was
+    written, in manifest shape: {"files", "symlinks", "dirs"}.
+    """
+    chown = _is_root()
+    src = tree.root
+    listing = {"files": {}, "symlinks": {}, "dirs": {".": _fmt_mode(tree.root_stat.st_mode)}}
+    for rel, _ in tree.dirs:
+        os.mkdir(os.path.join(dst, rel), 0o700)
+    for rel, target, st in tree.links:
+        link = os.path.join(dst, rel)
+        os.symlink(target, link)
+        if chown:
+            os.lchown(link, st.st_uid, st.st_gid)
+        os.utime(link, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        listing["symlinks"][rel] = target
+    # Biggest first keeps both workers busy to the end.
+    files = sorted(tree.files, key=lambda item: item[1].st_size, reverse=True)
+    jobs = [(os.path.join(src, rel), os.path.join(dst, rel), chown) for rel, _ in files]
+    for (rel, _), (sha, size, mode) in zip(files, _run_pool(_copy_file, jobs)):
+        listing["files"][rel] = {"sha256": sha, "size": size, "mode": _fmt_mode(mode)}
+    # Directory metadata bottom-up, after their content is written.
+    for rel, st in reversed(tree.dirs):
+        _finish_dir(os.path.join(dst, rel), st, chown)
+        listing["dirs"][rel] = _fmt_mode(st.st_mode)
+    return listing
+
+
+def _finish_dir(path, st, chown):
+    if chown:
+        os.chown(path, st.st_uid, st.st_gid)
+    os.chmod(path, stat.S_IMODE(st.st_mode))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _scan(root, skip_manifest=False):
+    """
+    Listing of an existing tree in manifest shape, hashing every regular file; special
+    files are listed under "other".
+    """
+    tree = _walk(root, skip_root_names=(MANIFEST_NAME,) if skip_manifest else ())
+    listing = {
+        "files": {},
+        "symlinks": {rel: target for rel, target, _ in tree.links},
+        "dirs": {".": _fmt_mode(tree.root_stat.st_mode)},
+        "other": list(tree.other),
+    }
+    for rel, st in tree.dirs:
+        listing["dirs"][rel] = _fmt_mode(st.st_mode)
+    files = sorted(tree.files, key=lambda item: item[1].st_size, reverse=True)
+    results = _run_pool(_hash_file, [(os.path.join(root, rel),) for rel, _ in files])
+    for (rel, _), (sha, size, mode) in zip(files, results):
+        listing["files"][rel] = {"sha256": sha, "size": size, "mode": _fmt_mode(mode)}
+    return listing
+
+
+def _compare(expected, actual):
+    """
+    Compare a manifest (``expected``) with a listing of a tree (``actual``).
+    Returns {"ok", "modified", "missing", "added"} with sorted relative paths.
+    """
+    exp_files = expected.get("files", {})
+    exp_links = expected.get("symlinks", {})
+    exp_dirs = expected.get("dirs", {})
+    act_files = actual.get("files", {})
+    act_links = actual.get("symlinks", {})
+    act_dirs = actual.get("dirs", {})
+    act_all = set(act_files) | set(act_links) | set(act_dirs) | set(actual.get("other", ()))
+    modified, missing = [], []
+
+    def _field(entry, key):
+        value = entry.get(key)
+        return str(value) if key == "mode" and value is not None else value
+
+    for rel, want in exp_files.items():
+        have = act_files.get(rel)
+        if have is None:
+            (modified if rel in act_all else missing).append(rel)
+        elif any(_field(want, k) != _field(have, k) for k in ("sha256", "size", "mode")):
+            modified.append(rel)
+    for rel, target in exp_links.items():
+        if rel in act_links:
+            if act_links[rel] != target:
+                modified.append(rel)
+        else:
+            (modified if rel in act_all else missing).append(rel)
+    for rel, mode in exp_dirs.items():
+        if rel in act_dirs:
+            if str(act_dirs[rel]) != str(mode):
+                modified.append(rel)
+        else:
+            (modified if rel in act_all else missing).append(rel)
+    exp_all = set(exp_files) | set(exp_links) | set(exp_dirs)
+    added = sorted(act_all - exp_all)
+    modified.sort()
+    missing.sort()
+    return {
+        "ok": not (modified or missing or added),
+        "modified": modified,
+        "missing": missing,
+        "added": added,
+    }
+
+
+def _summary(diff, limit=5):
+    parts = []
+    for key in ("modified", "missing", "added"):
+        items = diff.get(key) or []
+        if items:
+            shown = ", ".join(items[:limit]) + (", ..." if len(items) > limit else "")
+            parts.append(f"{len(items)} {key} ({shown})")
+    return "; ".join(parts) or "no differences"
+
+
+def _build_manifest(source, tag, meta, listing, created=None):
+    return {
+        "format": MANIFEST_FORMAT,
+        "source": source,
+        "tag": tag,
+        "created": created or _now_iso(),
+        "host": _minion_id(),
+        "meta": meta,
+        "files": listing["files"],
+        "symlinks": listing["symlinks"],
+        "dirs": listing["dirs"],
+    }
+
+
+def _manifest_totals(data):
+    files = data.get("files", {})
+    return len(files), sum(int(entry.get("size", 0)) for entry in files.values())
+
+
+def _read_manifest(backup_dir, path=None, tag=None):
+    mpath = os.path.join(backup_dir, MANIFEST_NAME)
+    try:
+        with open(mpath, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise _cee(f"backup {backup_dir} has no manifest {MANIFEST_NAME}", path, tag) from None
+    except (OSError, ValueError) as exc:
+        raise _cee(f"cannot read manifest {mpath}: {exc}", path, tag) from None
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+        raise _cee(f"manifest {mpath} is not a format {MANIFEST_FORMAT} manifest", path, tag)
+    for key in ("files", "symlinks", "dirs"):
+        if not isinstance(data.get(key), dict):
+            raise _cee(f"manifest {mpath} lacks '{key}'", path, tag)
+    return data
+
+
+def _load(path, tag):
+    """
+    Validate arguments and locate an existing backup: (path, parent, name, tag, dir, manifest).
+    """
+    path, parent, name = _split(path, tag)
+    tag = _check_tag(tag, path)
+    bdir = _backup_dir(parent, name, tag)
+    if os.path.islink(bdir) or not os.path.isdir(bdir):
+        if os.path.lexists(bdir):
+            raise _cee(f"{bdir} exists but is not a backup directory", path, tag)
+        raise _cee(f"no backup {bdir}", path, tag)
+    return path, parent, name, tag, bdir, _read_manifest(bdir, path, tag)
+
+
+def _check_meta(meta, path, tag):
+    if meta is None:
+        return None
+    if not isinstance(meta, dict):
+        raise _sie(f"meta must be a dict, got {type(meta).__name__}", path, tag)
+    try:
+        json.dumps(meta)
+    except (TypeError, ValueError) as exc:
+        raise _sie(f"meta is not JSON-serialisable: {exc}", path, tag) from None
+    return meta
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def create(path, tag, meta=None, test=False):
+    """
+    Back up the directory ``path`` to ``<path>_<tag>`` with a sha256 manifest.
+
+    The copy is made in ``<parent>/.<name>_<tag>.tmp-<random>`` and renamed into place when
+    complete. An existing backup that verifies is left alone (``created: False``); one that
+    does not verify, or has no manifest, is an error. Free space is checked before anything
+    is written. Stale temp dirs of the same path and tag from a crashed run are removed.
+
+    path
+        Absolute path of the program directory, e.g. ``/home/ecsc``.
+
+    tag
+        Backup tag, e.g. the date ``20170220``; must match ``^[0-9A-Za-z][0-9A-Za-z._-]*$``.
+
+    meta
+        Optional JSON-serialisable dict stored in the manifest (e.g. the release the tree
+        holds).
+
+    test
+        ``True``: check everything (tag, source, existing backup, free space) and report
+        what would be done, writing nothing.
+
+    Returns ``{"path", "created", "files", "bytes", "seconds"}`` (plus ``"skipped"``: special
+    files not copied, and ``"test": True`` in test mode).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' backup.create /home/ecsc 20170220
+        salt '*' backup.create /home/ecsc 20170220 meta='{"release": "v1"}'
+    """
+    started = time.monotonic()
+    path, parent, name = _split(path, tag)
+    tag = _check_tag(tag, path)
+    meta = _check_meta(meta, path, tag)
+    bdir = _backup_dir(parent, name, tag)
+
+    if os.path.lexists(bdir):
+        return _existing(path, tag, bdir, started, test)
+
+    if not os.path.isdir(path):
+        if os.path.lexists(path):
+            raise _cee("source is not a directory", path, tag)
+        raise _cee("source directory does not exist", path, tag)
+    try:
+        tree = _walk(path)
+    except OSError as exc:
+        raise _cee(f"cannot read source tree: {exc}", path, tag) from None
+    if any(rel == MANIFEST_NAME for rel in tree.rels()):
+        raise _cee(
+            f"source contains {MANIFEST_NAME} at its top; refusing to back up a backup",
+            path,
+            tag,
+        )
+    nbytes = tree.nbytes
+    _check_space(parent, _space_needed(tree), path, tag)
+    result = {
+        "path": bdir,
+        "created": True,
+        "files": len(tree.files),
+        "bytes": nbytes,
+        "seconds": 0.0,
+        "skipped": sorted(tree.other),
+    }
+    if test:
+        result["test"] = True
+        result["seconds"] = round(time.monotonic() - started, 3)
+        return result
+
+    _clean_stale(parent, _tmp_prefix(name, tag))
+    try:
+        tmp = tempfile.mkdtemp(prefix=_tmp_prefix(name, tag), dir=parent)
+    except OSError as exc:
+        raise _cee(f"cannot create temp dir in {parent}: {exc}", path, tag) from None
+    lock = None
+    try:
+        lock = _lock_dir(tmp)
+        listing = _copy_tree(tree, tmp)
+        manifest_data = _build_manifest(path, tag, meta, listing)
+        mpath = os.path.join(tmp, MANIFEST_NAME)
+        with open(mpath, "x", encoding="utf-8") as handle:
+            json.dump(manifest_data, handle, indent=1, sort_keys=True)
+            handle.write("\n")
+        os.chmod(mpath, 0o444)
+        _finish_dir(tmp, tree.root_stat, _is_root())
+        try:
+            os.rename(tmp, bdir)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and os.path.isdir(bdir):
+                # A concurrent run finished first: take its backup if it verifies.
+                _rmtree(tmp)
+                return _existing(path, tag, bdir, started, test)
+            raise
+    except (CommandExecutionError, SaltInvocationError):
+        _rmtree(tmp)
+        raise
+    except BaseException as exc:
+        _rmtree(tmp)
+        if isinstance(exc, Exception):
+            raise _cee(f"backup to {bdir} failed, nothing kept: {exc}", path, tag) from exc
+        raise
+    finally:
+        _unlock(lock)
+    result["files"], result["bytes"] = _manifest_totals(manifest_data)
+    result["seconds"] = round(time.monotonic() - started, 3)
+    log.info(
+        "backup: %s -> %s (%s files, %s bytes) in %.2fs",
+        path,
+        bdir,
+        result["files"],
+        result["bytes"],
+        result["seconds"],
+    )
+    return result
+
+
+def _existing(path, tag, bdir, started, test):
+    """
+    ``create`` on an existing ``<path>_<tag>``: keep it if it verifies, else refuse.
+    """
+    if os.path.islink(bdir) or not os.path.isdir(bdir):
+        raise _cee(f"{bdir} exists and is not a backup directory; not touching it", path, tag)
+    if not os.path.exists(os.path.join(bdir, MANIFEST_NAME)):
+        raise _cee(
+            f"{bdir} exists but has no {MANIFEST_NAME} (not made by backup.create?); "
+            "not overwriting or copying into it",
+            path,
+            tag,
+        )
+    diff = verify(path, tag)
+    if not diff["ok"]:
+        raise _cee(
+            f"{bdir} exists but does not verify against its manifest: {_summary(diff)}; "
+            "not overwriting it",
+            path,
+            tag,
+        )
+    data = _read_manifest(bdir, path, tag)
+    files, nbytes = _manifest_totals(data)
+    result = {
+        "path": bdir,
+        "created": False,
+        "files": files,
+        "bytes": nbytes,
+        "seconds": round(time.monotonic() - started, 3),
+        "meta": data.get("meta"),
+    }
+    if test:
+        result["test"] = True
+    return result
+
+
+def manifest(path, tag):
+    """
+    Return the parsed manifest of the backup ``<path>_<tag>``.
+
+    path
+        Absolute path of the program directory that was backed up.
+
+    tag
+        Backup tag.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' backup.manifest /home/ecsc 20170220
+    """
+    return _load(path, tag)[5]
+
+
+def list_(path):
+    """
+    List the backups of ``path`` (``<path>_*`` directories holding a manifest), newest
+    first: ``[{"tag", "path", "created", "files", "bytes", "meta"}]``. Directories without a
+    readable manifest (e.g. old hand-made ``cp -R`` copies) are not listed.
+
+    path
+        Absolute path of the program directory.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' backup.list /home/ecsc
+    """
+    path, parent, name = _split(path)
+    prefix = f"{name}_"
+    found = []
+    try:
+        entries = list(os.scandir(parent))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise _cee(f"cannot list {parent}: {exc}", path) from None
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        tag = entry.name[len(prefix):]
+        if not TAG_RE.match(tag) or entry.is_symlink() or not entry.is_dir():
+            continue
+        if not os.path.isfile(os.path.join(entry.path, MANIFEST_NAME)):
+            continue
+        try:
+            data = _read_manifest(entry.path, path, tag)
+        except CommandExecutionError as exc:
+            log.warning("%s", exc)
+            continue
+        files, nbytes = _manifest_totals(data)
+        found.append(
+            {
+                "tag": tag,
+                "path": entry.path,
+                "created": data.get("created"),
+                "files": files,
+                "bytes": nbytes,
+                "meta": data.get("meta"),
+            }
+        )
+    found.sort(key=lambda item: (str(item["created"] or ""), item["tag"]), reverse=True)
+    return found
+
+
+def verify(path, tag):
+    """
+    Compare the backup ``<path>_<tag>`` with its manifest (content sha256, sizes, modes,
+    symlink targets, directories). Reports differences rather than raising; raises when the
+    backup or its manifest is missing.
+
+    Returns ``{"ok": bool, "modified": [...], "missing": [...], "added": [...]}`` (relative
+    paths).
+
+    path
+        Absolute path of the program directory that was backed up.
+
+    tag
+        Backup tag.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' backup.verify /home/ecsc 20170220
+    """
+    path, _, _, tag, bdir, data = _load(path, tag)
+    try:
+        listing = _scan(bdir, skip_manifest=True)
+    except OSError as exc:
+        raise _cee(f"cannot read backup {bdir}: {exc}", path, tag) from None
+    return _compare(data, listing)
+
+
+def restore(path, tag, test=False):
+    """
+    Restore ``path`` from the backup ``<path>_<tag>``, byte-identical to its manifest
+    (content, modes, symlinks; mtimes kept).
+
+    The backup (without its manifest) is copied into ``<parent>/.<name>.restore-<random>``,
+    hashing while copying; if anything differs from the manifest the staging copy is
+    removed and an error raised, with ``path`` untouched. Otherwise the live ``path`` is
+    renamed aside to ``<parent>/.<name>.pre-restore-<random>``, the staging dir renamed to
+    ``path``, and the aside tree removed. If ``path`` already equals the backup nothing is
+    changed (``changed: False``).
+
+    path
+        Absolute path of the program directory to restore.
+
+    tag
+        Backup tag.
+
+    test
+        ``True``: verify the backup and compare it with ``path``, report what would be
+        replaced (``diff``), change nothing.
+
+    Returns ``{"path", "tag", "files", "meta", "seconds", "changed", "from"}`` (plus
+    ``"diff"`` when ``path`` differs, ``"test": True`` in test mode).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' backup.restore /home/ecsc 20170220
+    """
+    started = time.monotonic()
+    path, parent, name, tag, bdir, data = _load(path, tag)
+    files, nbytes = _manifest_totals(data)
+    result = {
+        "path": path,
+        "tag": tag,
+        "files": files,
+        "meta": data.get("meta"),
+        "seconds": 0.0,
+        "changed": False,
+        "from": bdir,
+    }
+    if os.path.islink(path):
+        raise _cee("live path is a symlink; refusing to replace it", path, tag)
+    if os.path.isdir(path):
+        try:
+            diff = _compare(data, _scan(path))
+        except OSError as exc:
+            raise _cee(f"cannot read live tree: {exc}", path, tag) from None
+        if diff["ok"]:
+            result["seconds"] = round(time.monotonic() - started, 3)
+            return result
+    elif os.path.lexists(path):
+        raise _cee("live path exists and is not a directory; refusing to replace it", path, tag)
+    else:
+        diff = _compare(data, {})
+    result["changed"] = True
+    result["diff"] = {key: diff[key] for key in ("modified", "missing", "added")}
+
+    needed = nbytes + max(_FREE_MARGIN_BYTES, int(nbytes * _FREE_MARGIN_RATIO))
+    if test:
+        check = verify(path, tag)
+        if not check["ok"]:
+            raise _cee(
+                f"backup {bdir} does not verify against its manifest: {_summary(check)}; "
+                "a restore would be refused",
+                path,
+                tag,
+            )
+        _check_space(parent, needed, path, tag)
+        result["test"] = True
+        result["seconds"] = round(time.monotonic() - started, 3)
+        return result
+
+    _check_space(parent, needed, path, tag)
+    _clean_stale(parent, f".{name}.restore-")
+    if os.path.isdir(path):
+        # A crash after the swap leaves the old tree aside; with path in place it is garbage.
+        # (Without path, an aside dir may be the only copy of the live tree: keep it.)
+        _clean_stale(parent, f".{name}.pre-restore-")
+    try:
+        staging = tempfile.mkdtemp(prefix=f".{name}.restore-", dir=parent)
+    except OSError as exc:
+        raise _cee(f"cannot create staging dir in {parent}: {exc}", path, tag) from None
+    lock = None
+    try:
+        lock = _lock_dir(staging)
+        tree = _walk(bdir, skip_root_names=(MANIFEST_NAME,))
+        listing = _copy_tree(tree, staging)
+        listing["other"] = list(tree.other)
+        check = _compare(data, listing)
+        if not check["ok"]:
+            raise _cee(
+                f"backup {bdir} does not verify against its manifest: {_summary(check)}; "
+                "nothing restored, live tree untouched",
+                path,
+                tag,
+            )
+        _finish_dir(staging, tree.root_stat, _is_root())
+        _swap(staging, path, parent, name)
+    except (CommandExecutionError, SaltInvocationError):
+        _rmtree(staging)
+        raise
+    except BaseException as exc:
+        _rmtree(staging)
+        if isinstance(exc, Exception):
+            raise _cee(f"restore from {bdir} failed: {exc}", path, tag) from exc
+        raise
+    finally:
+        _unlock(lock)
+    result["seconds"] = round(time.monotonic() - started, 3)
+    log.info("backup: restored %s from %s in %.2fs", path, bdir, result["seconds"])
+    return result
+
+
+def _swap(staging, path, parent, name):
+    aside = None
+    if os.path.lexists(path):
+        aside = os.path.join(parent, f".{name}.pre-restore-{secrets.token_hex(6)}")
+        os.rename(path, aside)
+    try:
+        os.rename(staging, path)
+    except OSError:
+        if aside:
+            os.rename(aside, path)
+        raise
+    if aside:
+        _rmtree(aside)
+
+
+def prune(path, keep=3, protect=None):
+    """
+    Delete the oldest backups of ``path`` beyond the ``keep`` newest. The newest backup and
+    any tag in ``protect`` are never deleted. A backup is renamed to a temp name before it
+    is removed, so a half-deleted backup never keeps its name.
+
+    path
+        Absolute path of the program directory.
+
+    keep
+        How many of the newest backups to keep (at least 1). Default 3.
+
+    protect
+        List (or comma-separated string) of tags never to delete, e.g. the backup of the
+        release that is running.
+
+    Returns ``{"deleted": [tags], "kept": [tags]}`` (newest first).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' backup.prune /home/ecsc keep=2 protect='["20170220"]'
+    """
+    path, parent, name = _split(path)
+    try:
+        keep = int(keep)
+    except (TypeError, ValueError):
+        raise _sie(f"keep must be an integer, got {keep!r}", path) from None
+    if keep < 1:
+        raise _sie(f"keep must be at least 1, got {keep}", path)
+    if protect is None:
+        protect = []
+    elif isinstance(protect, (str, int)):
+        protect = [item.strip() for item in str(protect).split(",") if item.strip()]
+    elif isinstance(protect, (list, tuple, set)):
+        protect = [str(item) for item in protect]
+    else:
+        raise _sie(f"protect must be a list of tags, got {protect!r}", path)
+    backups = list_(path)
+    delete, kept = _select_prune([item["tag"] for item in backups], keep, protect)
+    deleted = []
+    for tag in delete:
+        bdir = _backup_dir(parent, name, tag)
+        doomed = os.path.join(parent, f"{_tmp_prefix(name, tag)}{secrets.token_hex(6)}")
+        try:
+            os.rename(bdir, doomed)
+            _rmtree(doomed)
+        except OSError as exc:
+            raise _cee(
+                f"cannot delete backup {bdir}: {exc} (deleted so far: {deleted})", path, tag
+            ) from None
+        log.info("backup: pruned %s", bdir)
+        deleted.append(tag)
+    return {"deleted": deleted, "kept": kept}
+
+
+def _select_prune(tags_newest_first, keep, protect):
+    """
+    Split tags (newest first) into (delete, kept): keep the ``keep`` newest, never the
+    newest one, never a protected tag.
+    """
+    keep = max(1, int(keep))
+    protect = set(protect or ())
+    delete, kept = [], []
+    for index, tag in enumerate(tags_newest_first):
+        if index < keep or tag in protect:
+            kept.append(tag)
+        else:
+            delete.append(tag)
+    return delete, kept

@@ -1,0 +1,133 @@
+"""
+Read-only probes that prove a service works: an HTTP answer, and new log lines of a given
+shape. Used to verify the issues a release fixes and by the compliance check.
+
+:depends: none
+
+Both raise ``CommandExecutionError`` with what was expected and what was found, so a failed
+probe fails the state (and the orchestration) that runs it.
+"""
+
+import logging
+import os
+import re
+import time
+
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "probe"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _where():
+    return __opts__.get("id", "minion")
+
+
+def http(url, status=200, contains=None, timeout=5):
+    """
+    GET ``url``; it must answer ``status`` and, when given, contain the text ``contains``.
+    Returns ``{"url", "status", "body"}`` (body cut to 500 characters).
+
+    url
+        The URL to fetch.
+
+    status
+        Expected HTTP status (default 200).
+
+    contains
+        Text the body must contain (e.g. ``"balance":12.345``).
+
+    timeout
+        Seconds for the request (default 5).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call probe.http http://25.0.3.27:8080/ecmc/customers contains='"balance":12.345'
+    """
+    ret = __salt__["http.query"](
+        url, status=True, text=True, decode=False, timeout=timeout, backend="tornado"
+    )
+    found = ret.get("status")
+    body = ret.get("text") or ""
+    if found != int(status):
+        raise CommandExecutionError(
+            f"{_where()}: GET {url} answered {found or ret.get('error')}, expected {status}"
+        )
+    if contains is not None and str(contains) not in body:
+        raise CommandExecutionError(
+            f"{_where()}: GET {url} answered {found} without {contains!r}; body: {body[:300]!r}"
+        )
+    return {"url": url, "status": found, "body": body[:500]}
+
+
+def log(path, pattern, forbidden=None, count=2, timeout=15, interval=0.5):
+    """
+    Watch the lines a log gets from now on: ``count`` new lines must match ``pattern`` within
+    ``timeout`` seconds, and no new line may match ``forbidden``. Proves the behaviour of the
+    code running now, not of lines an older release wrote.
+
+    path
+        The log file.
+
+    pattern
+        Regex the new lines must match (searched in each line).
+
+    forbidden
+        Regex no new line may match (e.g. a money line without a timestamp).
+
+    count
+        How many matching lines are needed (default 2).
+
+    timeout
+        Seconds to wait for them (default 15).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call probe.log /home/schedulelog/schedule.log '^\\d{4}-\\d\\d-\\d\\dT\\S+ log\\.money\\.' forbidden='^log\\.money\\.'
+    """
+    try:
+        want = re.compile(pattern)
+        bad = re.compile(forbidden) if forbidden else None
+    except re.error as exc:
+        raise SaltInvocationError(f"probe.log: bad regex: {exc}") from exc
+    try:
+        offset = os.path.getsize(path)
+    except OSError as exc:
+        raise CommandExecutionError(f"{_where()}: cannot read log {path}: {exc}") from exc
+    matched, seen, partial = [], [], b""
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        with open(path, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size < offset:
+                offset = 0  # truncated or replaced: read the new file from its start
+            fh.seek(offset)
+            chunk = fh.read()
+            offset += len(chunk)
+        lines = (partial + chunk).split(b"\n")
+        partial = lines.pop()
+        for raw in lines:
+            line = raw.decode("utf-8", "replace")
+            seen.append(line)
+            if bad is not None and bad.search(line):
+                raise CommandExecutionError(
+                    f"{_where()}: {path}: new line matches forbidden {forbidden!r}: {line!r}"
+                )
+            if want.search(line):
+                matched.append(line)
+        if len(matched) >= int(count):
+            return {"path": path, "matched": matched[: int(count)], "lines_read": len(seen)}
+        if time.monotonic() >= deadline:
+            raise CommandExecutionError(
+                f"{_where()}: {path}: {len(matched)} of {count} new lines matched {pattern!r} "
+                f"in {timeout}s; last new lines: {seen[-5:]!r}"
+            )
+        time.sleep(interval)
