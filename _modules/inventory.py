@@ -110,7 +110,7 @@ def _release(pillar=None):
     return release
 
 
-def plan(services=None, hosts=None, pillar=None):
+def plan(services=None, hosts=None, archive=True, pillar=None):
     """
     Validate the inventory and return the rollout plan: the targeted services in inventory
     order, each with its hosts in upgrade order (host 1 first). Raises
@@ -123,6 +123,9 @@ def plan(services=None, hosts=None, pillar=None):
 
     hosts
         Restrict to these minion ids (list; default all hosts of the targeted services).
+
+    archive
+        Require each targeted service's archive sha256 (default True; a rollback does not).
 
     pillar
         Use this pillar instead of the minion's (the orchestration passes its own).
@@ -162,7 +165,7 @@ def plan(services=None, hosts=None, pillar=None):
         targeted = [h for h in conf["hosts"] if hosts is None or h in hosts]
         if not targeted:
             continue
-        _validate_service(name, conf, release)
+        _validate_service(name, conf, release, archive=archive)
         result.append({"service": name, "hosts": targeted})
     if not result:
         _fail("services", "the targeting selects no host")
@@ -182,7 +185,7 @@ def _fill(value, **fields):
     return value
 
 
-def host(minion_id=None, release=None, archive=True, pillar=None):
+def host(minion_id=None, release=None, archive=True, ready_release=None, pillar=None):
     """
     Everything one host needs for its upgrade, rollback and compliance check, resolved: paths
     under the host's root, the start command, ready patterns with the release id filled in,
@@ -198,6 +201,10 @@ def host(minion_id=None, release=None, archive=True, pillar=None):
     archive
         Require the release archive's sha256 (default True; a rollback or a compliance check
         does not need it).
+
+    ready_release
+        What ``{release}`` in the ready patterns stands for (default the release id; a
+        rollback, which may bring back a release deployed by hand, passes ``\\S+``).
 
     CLI Example:
 
@@ -240,8 +247,9 @@ def host(minion_id=None, release=None, archive=True, pillar=None):
     else:
         start_cwd = install_dir
         identity = {"app_dir": install_dir}
+    ready_fields = {**fields, "release": ready_release or re.escape(release_id)}
     ready = [
-        {"log": logs[item["log"]], "pattern": _fill(item["pattern"], **fields)}
+        {"log": logs[item["log"]], "pattern": _fill(item["pattern"], **ready_fields)}
         for item in conf["ready"]
     ]
     checks = []

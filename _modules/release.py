@@ -1,0 +1,1125 @@
+"""
+Release archives of a program directory: verify, stage, swap, and report what is deployed.
+
+Replaces the runbook's ``cd /home; tar xvf ecsc.tar`` over the live ``/home/ecsc``.
+
+A release archive (``<svc>.tar``, optionally compressed) holds exactly one top-level
+directory ``<svc>/`` whose contents become the program directory ``<parent>/<svc>``.
+
+Trust: nothing in the archive is trusted. ``verify`` checks the archive's sha256 (streamed,
+``hashlib``) against the value from the pillar, then every member, failing on the first bad
+one with its name in the message. It builds on tarfile's ``data`` extraction filter
+(``tarfile.data_filter``: special files, absolute links, names and links leaving the
+destination) and adds, on top of it:
+
+- absolute member names are rejected (the data filter would silently strip the ``/``);
+- ``..`` components are rejected anywhere in a name or a hard link target;
+- every member lies in ONE top-level directory (equal to ``top`` when given; ``stage`` uses
+  the target's name, so ``schedule.tar`` cannot be unpacked over ``/home/ecsc``), and the
+  top-level entry itself is a directory;
+- setuid, setgid and sticky bits are rejected (the data filter would silently clear them);
+- symbolic links must resolve inside the top-level directory, resolving chains through the
+  archive's other symlinks (also ones that come later in the archive) as realpath would;
+- a hard link must point to an earlier regular file of the archive;
+- no member is written through a symlink or file of the archive, and no path appears twice
+  (except repeated directory entries).
+
+Extraction uses ``filter="data"`` (plus the checks above once more, against the real staging
+dir) and the archive's owners are ignored; when the minion runs as root the staged tree gets
+the owner of the live program directory.
+
+Lifecycle and paths (docs/CONVENTIONS.md; this module is the one place that knows them), for a
+program directory ``P = <parent>/<name>``:
+
+- ``stage``: verify, then extract into ``<parent>/.<name>.staging`` (``<top>/x`` lands as
+  ``.<name>.staging/x``, so staging mirrors ``P``) and describe it in
+  ``<parent>/.<name>.staging.json`` (release, archive sha256, sha256 of every staged file).
+  ``P`` is not touched, so this can run while the service is up.
+- ``swap`` (service stopped): re-hash the staging (it must still match what was staged),
+  carry host-local files over, rename ``P`` -> ``<parent>/.<name>.previous`` and staging ->
+  ``P`` (if the second rename fails the first is undone), write the deployed record
+  ``<parent>/.<name>.release.json`` (temp file + rename; if that fails the swap is undone),
+  then remove ``.previous``.
+- ``deployed`` compares the live tree against the record; ``record`` writes/removes the
+  record (rollback); ``leftovers``/``clean`` report/remove staging and ``.previous``.
+
+Files of the live tree that the new archive does not carry (decision): ``tar xvf`` keeps
+them, so stale jars and classes of the previous release stay and are loaded next to the new
+ones. Here they are dropped: after ``swap`` the program directory holds exactly the archive's
+contents (they remain in the dated backup made before the upgrade by the ``backup`` module).
+The one exception is host-local files matching ``keep`` (globs relative to ``P``, e.g.
+``["conf/host.properties", "conf/*.local"]``; ``*``/``?``/``[..]`` do not cross ``/``, ``**``
+matches any number of directories, a pattern naming a directory keeps the files below it):
+those that the archive does NOT carry are copied into the new tree and recorded under
+``local`` in the deployed record. A kept path that the archive also carries takes the
+archive's version (the archive wins). Only regular files are kept (not symlinks).
+
+Deployed record (``<parent>/.<name>.release.json``)::
+
+    {"format": 1, "release": "20170220", "archive_sha256": "<hex>",
+     "deployed": "<ISO-8601 UTC>", "host": "<minion id>",
+     "files": {"<relpath>": "<sha256>", ...},      # regular files from the archive
+     "links": {"<relpath>": "<symlink target>"},   # symlinks from the archive
+     "local": {"<relpath>": "<sha256>", ...}}      # host-local files carried over (keep)
+
+Release ids match ``^[0-9A-Za-z][0-9A-Za-z._-]*$`` (quote them in YAML).
+
+:depends: - Python >= 3.11.4 (tarfile extraction filters); standard library only
+"""
+
+import datetime
+import fnmatch
+import glob
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+import uuid
+
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "release"
+
+RECORD_FORMAT = 1
+RELEASE_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]*$")
+SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+_CHUNK = 1 << 20
+_SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
+_MAX_LINK_HOPS = 40
+
+
+def __virtual__():
+    if not hasattr(tarfile, "data_filter"):
+        return (
+            False,
+            "The release module needs tarfile extraction filters (Python >= 3.11.4).",
+        )
+    return __virtualname__
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _minion_id():
+    try:
+        return __opts__.get("id", "unknown-minion")
+    except NameError:  # pragma: no cover - used outside the loader
+        return "unknown-minion"
+
+
+def _cee(text):
+    return CommandExecutionError(f"release on minion {_minion_id()}: {text}")
+
+
+def _sie(text):
+    return SaltInvocationError(f"release on minion {_minion_id()}: {text}")
+
+
+def _now_iso():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _check_release(release):
+    if not isinstance(release, str):
+        # YAML turns 20170220 into an int; accept plain integers as their digits.
+        if isinstance(release, int) and not isinstance(release, bool) and release >= 0:
+            release = str(release)
+        else:
+            raise _sie(f"release id must be a string (quote it in YAML), got {release!r}")
+    if not RELEASE_RE.match(release):
+        raise _sie(f"invalid release id {release!r}: must match {RELEASE_RE.pattern}")
+    return release
+
+
+def _check_sha(sha256, required=True):
+    if sha256 is None and not required:
+        return None
+    if not isinstance(sha256, str) or not SHA256_RE.match(sha256):
+        raise _sie(f"sha256 must be 64 hex digits, got {sha256!r}")
+    return sha256.lower()
+
+
+def _check_archive(archive):
+    if not isinstance(archive, str) or not os.path.isabs(archive):
+        raise _sie(f"archive must be an absolute path, got {archive!r}")
+    return archive
+
+
+def _paths(target):
+    """
+    All paths this module uses for the program directory ``target``.
+    """
+    if not isinstance(target, str) or not target or not os.path.isabs(target):
+        raise _sie(f"target must be an absolute path, got {target!r}")
+    target = os.path.normpath(target)
+    parent, name = os.path.split(target)
+    if not name or name in (".", ".."):
+        raise _sie(f"target {target} must name a directory below /")
+    return {
+        "target": target,
+        "parent": parent,
+        "name": name,
+        "staging": os.path.join(parent, f".{name}.staging"),
+        "staging_meta": os.path.join(parent, f".{name}.staging.json"),
+        "previous": os.path.join(parent, f".{name}.previous"),
+        "record": os.path.join(parent, f".{name}.release.json"),
+        "upload": os.path.join(parent, f"{name}.tar"),
+    }
+
+
+def _check_keep(keep):
+    """
+    Normalise ``keep`` to a list of relative glob patterns.
+    """
+    if keep is None:
+        return []
+    if isinstance(keep, str):
+        keep = [keep]
+    if not isinstance(keep, (list, tuple)):
+        raise _sie(f"keep must be a list of globs relative to the target, got {keep!r}")
+    patterns = []
+    for pattern in keep:
+        if not isinstance(pattern, str) or not pattern.strip("/"):
+            raise _sie(f"keep pattern must be a non-empty string, got {pattern!r}")
+        if pattern.startswith("/"):
+            raise _sie(f"keep pattern {pattern!r} must be relative to the target")
+        parts = [p for p in pattern.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise _sie(f"keep pattern {pattern!r} must not contain '..'")
+        patterns.append("/".join(parts))
+    return patterns
+
+
+def _glob_match(pattern, relpath):
+    """
+    True when ``relpath`` (``a/b/c``) matches the glob ``pattern``: ``*``, ``?`` and ``[..]``
+    match within one path component, ``**`` matches any number of components.
+    """
+
+    def _match(pat, parts):
+        if not pat:
+            return not parts
+        if pat[0] == "**":
+            return any(_match(pat[1:], parts[i:]) for i in range(len(parts) + 1))
+        return bool(parts) and fnmatch.fnmatchcase(parts[0], pat[0]) and _match(pat[1:], parts[1:])
+
+    return _match(pattern.split("/"), relpath.split("/"))
+
+
+def _keep_selected(patterns, relpath):
+    """
+    True when a pattern matches ``relpath`` or one of its parent directories.
+    """
+    parts = relpath.split("/")
+    return any(
+        _glob_match(pattern, "/".join(parts[:i]))
+        for pattern in patterns
+        for i in range(1, len(parts) + 1)
+    )
+
+
+def _select_keep(patterns, live_files, carried):
+    """
+    Split the live regular files matching ``patterns`` into (kept, carried_by_archive,
+    conflicts): ``carried`` holds the archive's file and symlink paths; a conflict is a kept
+    file below a path the archive carries as a file or symlink.
+    """
+    kept, shadowed, conflicts = [], [], []
+    for rel in sorted(live_files):
+        if not _keep_selected(patterns, rel):
+            continue
+        if rel in carried:
+            shadowed.append(rel)
+            continue
+        parts = rel.split("/")
+        if any("/".join(parts[:i]) in carried for i in range(1, len(parts))):
+            conflicts.append(rel)
+            continue
+        kept.append(rel)
+    return kept, shadowed, conflicts
+
+
+def _sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _scan(root):
+    """
+    Walk ``root`` without following symlinks. Returns (files {rel: sha256},
+    links {rel: target}, other [rel]) where other are fifos, sockets and devices.
+    """
+    files, links, other = {}, {}, []
+
+    def _walk(path, prefix):
+        with os.scandir(path) as entries:
+            for entry in entries:
+                rel = f"{prefix}{entry.name}"
+                if entry.is_symlink():
+                    links[rel] = os.readlink(entry.path)
+                elif entry.is_dir(follow_symlinks=False):
+                    _walk(entry.path, f"{rel}/")
+                elif entry.is_file(follow_symlinks=False):
+                    files[rel] = _sha256_file(entry.path)
+                else:
+                    other.append(rel)
+
+    if os.path.isdir(root):
+        _walk(root, "")
+    return files, links, sorted(other)
+
+
+def _compare(record, files, links, other=()):
+    """
+    Compare a deployed record with a scan of the live tree.
+    Returns {"modified", "added", "removed", "local_modified"} (sorted relative paths).
+    """
+    expected = {rel: ("file", sha) for rel, sha in (record.get("files") or {}).items()}
+    expected.update({rel: ("link", tgt) for rel, tgt in (record.get("links") or {}).items()})
+    local = record.get("local") or {}
+    actual = {rel: ("file", sha) for rel, sha in files.items()}
+    actual.update({rel: ("link", tgt) for rel, tgt in links.items()})
+    actual.update({rel: ("other", None) for rel in other})
+    return {
+        "modified": sorted(r for r, v in expected.items() if r in actual and actual[r] != v),
+        "removed": sorted(r for r in expected if r not in actual),
+        "added": sorted(r for r in actual if r not in expected and r not in local),
+        "local_modified": sorted(
+            r for r, sha in local.items() if r not in expected and actual.get(r) != ("file", sha)
+        ),
+    }
+
+
+def _first_difference(meta, files, links, other):
+    diff = _compare({"files": meta.get("files"), "links": meta.get("links")}, files, links, other)
+    for key in ("modified", "removed", "added"):
+        if diff[key]:
+            return f"{diff[key][0]} {key}"
+    return None
+
+
+def _write_json(path, data):
+    """
+    Write ``data`` as JSON to ``path`` atomically (temp file in the same dir + rename).
+    """
+    directory, base = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(prefix=f"{base}.tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _read_json(path, what):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise _cee(f"cannot read {what} {path}: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
+        raise _cee(f"{what} {path} is not a format-{RECORD_FORMAT} JSON object")
+    return data
+
+
+def _remove(path):
+    """
+    Remove a file, symlink or tree; True when something was removed.
+    """
+    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+        os.unlink(path)
+        return True
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+        return True
+    return False
+
+
+def _temp_files(paths):
+    found = []
+    for key in ("record", "staging_meta"):
+        found.extend(glob.glob(glob.escape(paths[key]) + ".tmp-*", include_hidden=True))
+    return sorted(found)
+
+
+def _resolve(parts, links):
+    """
+    Resolve a path (components from the archive root, the first being the top-level dir)
+    like realpath would, through the archive's symlinks ``links`` ({path: linkname}).
+    Returns the resolved components, or None when the path goes above the top-level dir at
+    any step (``top/x -> ../top/y`` is refused too: while staged, the top dir is named
+    ``.<name>.staging``, and ``..`` from it is the live parent). Raises ValueError on a
+    symlink loop.
+    """
+    out, todo, hops = [], list(parts), 0
+    while todo:
+        part = todo.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if len(out) <= 1:
+                return None
+            out.pop()
+            continue
+        out.append(part)
+        linkname = links.get("/".join(out))
+        if linkname is not None:
+            hops += 1
+            if hops > _MAX_LINK_HOPS:
+                raise ValueError("symlink loop")
+            if linkname.startswith("/"):
+                return None
+            out.pop()
+            todo[:0] = linkname.split("/")
+    return out
+
+
+class _MemberCheck:
+    """
+    Checks tar members one by one (``check``), then the archive as a whole (``finish``).
+    Raises CommandExecutionError naming the archive and the first bad member.
+    """
+
+    def __init__(self, archive, top=None):
+        self.archive = archive
+        self.top = top
+        self.top_given = top is not None
+        self.kinds = {}  # normalised path -> "dir" | "file" | "symlink" | "hardlink"
+        self.links = {}  # normalised symlink path -> linkname
+        self.names = {}  # normalised symlink path -> member name as in the archive
+        self.members = 0
+        self.bytes = 0
+        # A root that does not exist: tarfile's data filter resolves names lexically there.
+        self.vroot = os.path.join(os.sep, f".release-verify-{uuid.uuid4().hex}")
+
+    def _reject(self, name, reason):
+        raise _cee(f"release archive {self.archive}: member {name!r} {reason}")
+
+    def _link_escapes(self, path, linkname):
+        parts = path.split("/")[:-1] + linkname.split("/")
+        resolved = _resolve(parts, self.links)
+        return not resolved or resolved[0] != self.top
+
+    def check(self, member):
+        """
+        Check one member; returns its path below the top-level dir ("" for the top dir).
+        """
+        name = member.name
+        if name.startswith("/"):
+            self._reject(name, "has an absolute path")
+        raw = name.split("/")
+        if ".." in raw:
+            self._reject(name, "has a '..' path component")
+        parts = [p for p in raw if p not in ("", ".")]
+        if not parts:
+            if member.isdir():  # a "./" entry
+                self.members += 1
+                return None
+            self._reject(name, "has an empty name")
+        try:
+            tarfile.data_filter(member, self.vroot)
+        except tarfile.FilterError as exc:
+            reason = str(exc).replace(self.vroot, "<archive root>")
+            self._reject(name, f"is refused by tarfile's data filter ({type(exc).__name__}: {reason})")
+        if member.mode & _SPECIAL_BITS:
+            self._reject(name, f"has setuid/setgid/sticky bits (mode {member.mode:04o})")
+        top = parts[0]
+        if self.top is None:
+            self.top = top
+        elif top != self.top:
+            if self.top_given:
+                self._reject(name, f"is outside the expected top-level dir {self.top!r}")
+            self._reject(
+                name,
+                f"is outside the top-level dir {self.top!r} (an archive must hold one "
+                "top-level dir)",
+            )
+        if len(parts) == 1 and not member.isdir():
+            self._reject(name, "is a top-level entry that is not a directory")
+        path = "/".join(parts)
+        for i in range(1, len(parts)):
+            kind = self.kinds.get("/".join(parts[:i]))
+            if kind not in (None, "dir"):
+                self._reject(name, f"lies below {'/'.join(parts[:i])!r}, a {kind} in the archive")
+        previous = self.kinds.get(path)
+        if previous is not None and not (previous == "dir" and member.isdir()):
+            self._reject(name, "appears twice in the archive")
+        if member.issym():
+            self.links[path] = member.linkname
+            self.names[path] = name
+            try:
+                escapes = self._link_escapes(path, member.linkname)
+            except ValueError:
+                self._reject(name, f"is a symlink loop (-> {member.linkname!r})")
+            if escapes:
+                self._reject(
+                    name,
+                    f"is a symlink to {member.linkname!r}, which leaves the top-level dir "
+                    f"{self.top!r}",
+                )
+            kind = "symlink"
+        elif member.islnk():
+            lparts = member.linkname.split("/")
+            linkpath = "/".join(p for p in lparts if p not in ("", "."))
+            if ".." in lparts or self.kinds.get(linkpath) not in ("file", "hardlink"):
+                self._reject(
+                    name,
+                    f"is a hard link to {member.linkname!r}, which is not an earlier regular "
+                    f"file inside the top-level dir {self.top!r}",
+                )
+            kind = "hardlink"
+        elif member.isdir():
+            kind = "dir"
+        else:
+            kind = "file"
+            self.bytes += member.size
+        self.kinds[path] = kind
+        self.members += 1
+        return "/".join(parts[1:])
+
+    def finish(self):
+        """
+        Whole-archive checks; returns (top, members, bytes).
+        """
+        if self.top is None:
+            raise _cee(f"release archive {self.archive} has no members")
+        # Symlinks can chain through links that came later in the archive: resolve all of
+        # them again against the complete set.
+        for path, linkname in self.links.items():
+            try:
+                escapes = self._link_escapes(path, linkname)
+            except ValueError:
+                self._reject(self.names[path], f"is a symlink loop (-> {linkname!r})")
+            if escapes:
+                self._reject(
+                    self.names[path],
+                    f"is a symlink to {linkname!r}, which leaves the top-level dir "
+                    f"{self.top!r} through other symlinks of the archive",
+                )
+        return self.top, self.members, self.bytes
+
+
+def _open_archive(archive):
+    try:
+        return open(archive, "rb")  # pylint: disable=consider-using-with
+    except OSError as exc:
+        raise _cee(f"cannot read release archive {archive}: {exc.strerror}") from exc
+
+
+def _verify_fh(fh, archive, sha256, top):
+    """
+    Verify the open archive ``fh`` (checksum, then members); leaves ``fh`` anywhere.
+    """
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: fh.read(_CHUNK), b""):
+        digest.update(chunk)
+    found = digest.hexdigest()
+    if found != sha256:
+        raise _cee(
+            f"release archive {archive}: sha256 mismatch: expected {sha256}, found {found}"
+        )
+    fh.seek(0)
+    checker = _MemberCheck(archive, top)
+    try:
+        with tarfile.open(fileobj=fh, mode="r:*") as tar:
+            for member in tar:
+                checker.check(member)
+    except tarfile.TarError as exc:
+        raise _cee(f"release archive {archive} is not a readable tar archive: {exc}") from exc
+    top, members, size = checker.finish()
+    return {"archive": archive, "sha256": found, "top": top, "members": members, "bytes": size}
+
+
+def _extract_filter(archive, top):
+    """
+    Extraction filter for ``stage``: ``<top>/x`` -> ``x``, the top dir itself is skipped,
+    then tarfile's data filter against the real staging dir, plus the setuid rule.
+    """
+
+    def _filter(member, dest_path):
+        parts = [p for p in member.name.split("/") if p not in ("", ".")]
+        if len(parts) <= 1:
+            return None
+        if member.name.startswith("/") or ".." in member.name.split("/") or parts[0] != top:
+            raise _cee(f"release archive {archive}: member {member.name!r} is outside {top!r}")
+        if member.mode & _SPECIAL_BITS:
+            raise _cee(f"release archive {archive}: member {member.name!r} has setuid/setgid/sticky bits")
+        changes = {"name": "/".join(parts[1:])}
+        if member.islnk():
+            lparts = [p for p in member.linkname.split("/") if p not in ("", ".")]
+            changes["linkname"] = "/".join(lparts[1:])
+        return tarfile.data_filter(member.replace(**changes, deep=False), dest_path)
+
+    return _filter
+
+
+def _chown_tree(root, uid, gid):
+    os.lchown(root, uid, gid)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for entry in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, entry), uid, gid)
+
+
+def _staging_meta(paths):
+    """
+    The staging description, or None when there is no (complete) staging.
+    """
+    if not os.path.isdir(paths["staging"]) or os.path.islink(paths["staging"]):
+        return None
+    return _read_json(paths["staging_meta"], "staging description")
+
+
+def _remove_staging(paths):
+    removed = []
+    for key in ("staging_meta", "staging"):
+        if _remove(paths[key]):
+            removed.append(paths[key])
+    return removed
+
+
+def _check_live_target(paths):
+    target = paths["target"]
+    if not os.path.isdir(paths["parent"]):
+        raise _cee(f"parent dir {paths['parent']} of target {target} does not exist")
+    if os.path.islink(target):
+        raise _cee(f"target {target} is a symlink; point the state at the real directory")
+    if os.path.lexists(target) and not os.path.isdir(target):
+        raise _cee(f"target {target} exists and is not a directory")
+    return os.path.isdir(target)
+
+
+# --------------------------------------------------------------------------- public
+
+
+def verify(archive, sha256, top=None):
+    """
+    Verify a release archive without extracting it: its sha256, then every member (see the
+    module docstring for the rules). Fails on the first bad member, naming it.
+
+    archive
+        Absolute path of the archive (tar, optionally gzip/bzip2/xz compressed).
+
+    sha256
+        Expected sha256 of the archive file (64 hex digits).
+
+    top
+        Expected name of the single top-level dir (e.g. the target's name, ``ecsc``).
+
+    Returns ``{"archive", "sha256", "top", "members": <count>, "bytes": <total file size>}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' release.verify /var/cache/salt/minion/ecsc.tar 3a7b...e1 top=ecsc
+    """
+    archive = _check_archive(archive)
+    sha256 = _check_sha(sha256)
+    if top is not None and (not isinstance(top, str) or not top or "/" in top or top in (".", "..")):
+        raise _sie(f"top must be a single directory name, got {top!r}")
+    with _open_archive(archive) as fh:
+        return _verify_fh(fh, archive, sha256, top)
+
+
+def stage(archive, target, sha256, release, keep=None):
+    """
+    Verify ``archive`` and extract it into the staging dir ``<parent>/.<name>.staging`` next
+    to ``target`` (a stale staging is removed first). The archive's top-level dir must be
+    named like the target; its contents become the staging root, so the staging mirrors the
+    target. Nothing in ``target`` is touched: run this while the service is still up.
+
+    archive
+        Absolute path of the release archive.
+
+    target
+        Absolute path of the program directory, e.g. ``/home/ecsc``; its parent must exist.
+
+    sha256
+        Expected sha256 of the archive.
+
+    release
+        Release id, e.g. ``20170220``.
+
+    keep
+        Globs of host-local files (relative to the target) that ``swap`` should carry over;
+        stored with the staging and used by ``swap`` when it is given no ``keep``.
+
+    Returns ``{"staging", "release", "files": <files and symlinks staged>}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' release.stage /var/cache/salt/minion/ecsc.tar /home/ecsc 3a7b...e1 20170220
+    """
+    archive = _check_archive(archive)
+    paths = _paths(target)
+    sha256 = _check_sha(sha256)
+    release = _check_release(release)
+    patterns = _check_keep(keep)
+    live = _check_live_target(paths)
+    staging = paths["staging"]
+    with _open_archive(archive) as fh:
+        summary = _verify_fh(fh, archive, sha256, paths["name"])
+        for path in _remove_staging(paths):
+            log.info("release: removed stale staging %s", path)
+        try:
+            os.mkdir(staging, 0o755)
+            fh.seek(0)
+            with tarfile.open(fileobj=fh, mode="r:*") as tar:
+                tar.errorlevel = 2
+                tar.extractall(staging, filter=_extract_filter(archive, summary["top"]))
+            if live and os.geteuid() == 0:
+                st = os.stat(paths["target"])
+                _chown_tree(staging, st.st_uid, st.st_gid)
+                os.chmod(staging, stat.S_IMODE(st.st_mode))
+            files, links, other = _scan(staging)
+            if other:
+                raise _cee(f"release archive {archive}: staged special file {other[0]!r}")
+            _write_json(
+                paths["staging_meta"],
+                {
+                    "format": RECORD_FORMAT,
+                    "release": release,
+                    "archive": archive,
+                    "archive_sha256": sha256,
+                    "staged": _now_iso(),
+                    "host": _minion_id(),
+                    "target": paths["target"],
+                    "keep": patterns,
+                    "files": files,
+                    "links": links,
+                },
+            )
+        except tarfile.FilterError as exc:
+            _remove_staging(paths)
+            raise _cee(
+                f"release archive {archive}: member {exc.tarinfo.name!r} refused during "
+                f"extraction into {staging}: {exc}"
+            ) from exc
+        except CommandExecutionError:
+            _remove_staging(paths)
+            raise
+        except (OSError, tarfile.TarError) as exc:
+            _remove_staging(paths)
+            raise _cee(f"cannot extract release archive {archive} into {staging}: {exc}") from exc
+    log.info("release: staged %s (%s) into %s", archive, release, staging)
+    return {"staging": staging, "release": release, "files": len(files) + len(links)}
+
+
+def staging(target):
+    """
+    Describe the staging of ``target`` (read-only; re-hashes the staged files).
+
+    target
+        Absolute path of the program directory.
+
+    Returns ``{"staging": <path>, "present": bool, "release", "archive_sha256", "staged",
+    "files": <count>, "intact": bool}`` (release etc. None when nothing is staged).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' release.staging /home/ecsc
+    """
+    paths = _paths(target)
+    meta = _staging_meta(paths)
+    ret = {
+        "staging": paths["staging"],
+        "present": meta is not None,
+        "release": None,
+        "archive_sha256": None,
+        "staged": None,
+        "files": 0,
+        "intact": None,
+    }
+    if meta is None:
+        return ret
+    files, links, other = _scan(paths["staging"])
+    ret.update(
+        release=meta.get("release"),
+        archive_sha256=meta.get("archive_sha256"),
+        staged=meta.get("staged"),
+        files=len(meta.get("files") or {}) + len(meta.get("links") or {}),
+        intact=_first_difference(meta, files, links, other) is None,
+    )
+    return ret
+
+
+def swap(target, release, sha256=None, keep=None):
+    """
+    Put the staged release in place of the live program directory (the service must be
+    stopped). Host-local files of the live tree matching ``keep`` that the archive does not
+    carry are copied into the staging; every other file of the live tree that the archive
+    does not carry is dropped (it remains in the backup). Then ``target`` is renamed to
+    ``<parent>/.<name>.previous``, the staging to ``target`` (undone if it fails), the
+    deployed record is written and ``.previous`` removed.
+
+    target
+        Absolute path of the program directory.
+
+    release
+        Release id the staging must hold.
+
+    sha256
+        When given, the staged archive's sha256 must equal it.
+
+    keep
+        Globs relative to the target, e.g. ``["conf/host.properties", "conf/*.local"]``;
+        default: the ``keep`` given to ``stage``.
+
+    Returns ``{"target", "release", "files": <count from the archive>, "kept": [relpaths]}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' release.swap /home/ecsc 20170220 keep='["conf/host.properties"]'
+    """
+    paths = _paths(target)
+    release = _check_release(release)
+    sha256 = _check_sha(sha256, required=False)
+    target = paths["target"]
+    staging_dir, previous = paths["staging"], paths["previous"]
+    meta = _staging_meta(paths)
+    if meta is None:
+        raise _cee(f"nothing staged for {target} ({staging_dir}); run release.stage first")
+    if meta.get("release") != release:
+        raise _cee(f"staging {staging_dir} holds release {meta.get('release')}, not {release}")
+    if sha256 is not None and meta.get("archive_sha256") != sha256:
+        raise _cee(
+            f"staging {staging_dir} is of archive sha256 {meta.get('archive_sha256')}, "
+            f"not {sha256}"
+        )
+    patterns = _check_keep(keep) if keep is not None else _check_keep(meta.get("keep"))
+    live = _check_live_target(paths)
+    if os.path.lexists(previous):
+        if not live:
+            raise _cee(
+                f"{target} is missing and {previous} exists: an earlier swap was interrupted; "
+                f"run release.clean {target} to put the previous tree back"
+            )
+        _remove(previous)
+    files, links, other = _scan(staging_dir)
+    difference = _first_difference(meta, files, links, other)
+    if difference:
+        raise _cee(f"staging {staging_dir} changed since it was staged ({difference}); stage again")
+
+    copied, local = [], {}
+    try:
+        if live and patterns:
+            live_files, _, _ = _scan_names(target)
+            kept, shadowed, conflicts = _select_keep(patterns, live_files, set(files) | set(links))
+            if conflicts:
+                raise _cee(
+                    f"host-local file {os.path.join(target, conflicts[0])} (keep) lies below a "
+                    f"path that release {release} carries as a file"
+                )
+            for rel in shadowed:
+                log.info("release: %s is carried by the archive; not keeping the live copy", rel)
+            for rel in kept:
+                src, dst = os.path.join(target, rel), os.path.join(staging_dir, rel)
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                shutil.copy2(src, dst, follow_symlinks=False)
+                copied.append(dst)
+                if os.geteuid() == 0:
+                    st = os.lstat(src)
+                    os.lchown(dst, st.st_uid, st.st_gid)
+                local[rel] = _sha256_file(dst)
+    except Exception as exc:
+        for path in copied:
+            _remove(path)
+        if isinstance(exc, CommandExecutionError):
+            raise
+        raise _cee(f"cannot carry host-local files of {target} into {staging_dir}: {exc}") from exc
+
+    def _undo_copies():
+        for path in copied:
+            try:
+                _remove(path)
+            except OSError:
+                log.warning("release: could not remove %s", path)
+
+    if live:
+        try:
+            os.rename(target, previous)
+        except OSError as exc:
+            _undo_copies()
+            raise _cee(f"cannot rename {target} to {previous}: {exc}") from exc
+    try:
+        os.rename(staging_dir, target)
+    except OSError as exc:
+        if live:
+            os.rename(previous, target)
+        _undo_copies()
+        raise _cee(f"cannot rename {staging_dir} to {target} (live tree put back): {exc}") from exc
+    record_data = {
+        "format": RECORD_FORMAT,
+        "release": release,
+        "archive_sha256": meta.get("archive_sha256"),
+        "deployed": _now_iso(),
+        "host": _minion_id(),
+        "files": files,
+        "links": links,
+        "local": local,
+    }
+    try:
+        _write_json(paths["record"], record_data)
+    except OSError as exc:
+        os.rename(target, staging_dir)
+        if live:
+            os.rename(previous, target)
+        _undo_copies()
+        raise _cee(f"cannot write {paths['record']} (swap undone): {exc}") from exc
+    if live:
+        try:
+            _remove(previous)
+        except OSError as exc:
+            log.warning("release: could not remove %s: %s", previous, exc)
+    try:
+        _remove(paths["staging_meta"])
+    except OSError as exc:
+        log.warning("release: could not remove %s: %s", paths["staging_meta"], exc)
+    log.info("release: %s is now on %s", target, release)
+    return {
+        "target": target,
+        "release": release,
+        "files": len(files) + len(links),
+        "kept": sorted(local),
+    }
+
+
+def _scan_names(root):
+    """
+    Like _scan without hashing: ({rel: None} for regular files, {rel: target}, [other]).
+    """
+    files, links, other = {}, {}, []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+        for entry in list(dirnames):
+            full = os.path.join(dirpath, entry)
+            if os.path.islink(full):
+                links[prefix + entry] = os.readlink(full)
+                dirnames.remove(entry)
+        for entry in filenames:
+            full = os.path.join(dirpath, entry)
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                links[prefix + entry] = os.readlink(full)
+            elif stat.S_ISREG(st.st_mode):
+                files[prefix + entry] = None
+            else:
+                other.append(prefix + entry)
+    return files, links, other
+
+
+def unpack(archive, target, sha256, release, keep=None):
+    """
+    ``stage`` then ``swap`` in one go, for when no service stop is needed in between.
+
+    archive, target, sha256, release, keep
+        As for ``stage`` and ``swap``.
+
+    Returns what ``swap`` returns: ``{"target", "release", "files", "kept"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' release.unpack /var/cache/salt/minion/ecsc.tar /home/ecsc 3a7b...e1 20170220
+    """
+    staged = stage(archive, target, sha256, release, keep=keep)
+    return swap(target, staged["release"], sha256=sha256, keep=keep)
+
+
+def deployed(target):
+    """
+    Which release the program directory runs, and whether it still matches the deployed
+    record (re-hashes every file).
+
+    target
+        Absolute path of the program directory.
+
+    Returns ``{"target", "release", "archive_sha256", "deployed", "intact", "modified",
+    "added", "removed", "local_modified"}``: ``added`` are files neither from the archive nor
+    host-local; a changed (or missing) host-local file is listed in ``local_modified`` and is
+    not drift. Without a record (e.g. deployed by hand before automation) ``release`` and
+    ``intact`` are None.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' release.deployed /home/ecsc
+    """
+    paths = _paths(target)
+    record_data = _read_json(paths["record"], "deployed record")
+    ret = {
+        "target": paths["target"],
+        "release": None,
+        "archive_sha256": None,
+        "deployed": None,
+        "intact": None,
+        "modified": [],
+        "added": [],
+        "removed": [],
+        "local_modified": [],
+    }
+    if record_data is None:
+        return ret
+    files, links, other = _scan(paths["target"])
+    diff = _compare(record_data, files, links, other)
+    ret.update(diff)
+    ret.update(
+        release=record_data.get("release"),
+        archive_sha256=record_data.get("archive_sha256"),
+        deployed=record_data.get("deployed"),
+        intact=not (diff["modified"] or diff["added"] or diff["removed"]),
+    )
+    return ret
+
+
+def record(target, data=None):
+    """
+    Write or remove the deployed record of ``target`` (used by rollback after restoring a
+    backup: write the restored release's record, or remove it when the release is unknown).
+
+    target
+        Absolute path of the program directory.
+
+    data
+        Dict with at least ``release`` and ``files`` ({relpath: sha256}); optional
+        ``archive_sha256``, ``links``, ``local``, ``deployed``, ``host`` (defaults: None,
+        {}, {}, now, this minion). None removes the record.
+
+    Returns ``{"target", "record": <path>, "release": <id or None>, "removed": bool}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' release.record /home/ecsc
+        salt '*' release.record /home/ecsc data='{"release": "v1", "files": {"a.jar": "3a7b...e1"}}'
+    """
+    paths = _paths(target)
+    ret = {"target": paths["target"], "record": paths["record"], "release": None, "removed": False}
+    if data is None:
+        try:
+            ret["removed"] = _remove(paths["record"])
+        except OSError as exc:
+            raise _cee(f"cannot remove {paths['record']}: {exc}") from exc
+        return ret
+    if not isinstance(data, dict):
+        raise _sie(f"data must be a dict (or None to remove the record), got {data!r}")
+    rec = dict(data)
+    rec["format"] = RECORD_FORMAT
+    rec["release"] = _check_release(data.get("release"))
+    if data.get("archive_sha256") is not None:
+        rec["archive_sha256"] = _check_sha(data["archive_sha256"])
+    else:
+        rec["archive_sha256"] = None
+    for key, check_sha in (("files", True), ("links", False), ("local", True)):
+        value = data.get(key, {} if key != "files" else None)
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and (not check_sha or SHA256_RE.match(v))
+            for k, v in value.items()
+        ):
+            raise _sie(f"record {key} must be a dict of relpath: {'sha256' if check_sha else 'link target'}")
+        rec[key] = value
+    rec.setdefault("deployed", _now_iso())
+    rec["deployed"] = rec["deployed"] or _now_iso()
+    rec["host"] = rec.get("host") or _minion_id()
+    if not os.path.isdir(paths["parent"]):
+        raise _cee(f"parent dir {paths['parent']} of target {paths['target']} does not exist")
+    try:
+        _write_json(paths["record"], rec)
+    except OSError as exc:
+        raise _cee(f"cannot write {paths['record']}: {exc}") from exc
+    ret["release"] = rec["release"]
+    return ret
+
+
+def leftovers(target):
+    """
+    List leftovers next to ``target`` (read-only, for the compliance check): the staging dir
+    and its description, a ``.previous`` tree of an unfinished swap, temp files of the
+    record, and an uploaded ``<parent>/<name>.tar`` from the manual procedure.
+
+    target
+        Absolute path of the program directory.
+
+    Returns a sorted list of paths.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' release.leftovers /home/ecsc
+    """
+    paths = _paths(target)
+    found = [
+        paths[key]
+        for key in ("staging", "staging_meta", "previous", "upload")
+        if os.path.lexists(paths[key])
+    ]
+    return sorted(found + _temp_files(paths))
+
+
+def clean(target):
+    """
+    Remove the staging, a ``.previous`` tree and temp files next to ``target`` (never
+    backups, never the uploaded archive). When ``target`` itself is missing and
+    ``.previous`` exists (a swap interrupted between its two renames), ``.previous`` is the
+    last live tree: it is renamed back to ``target`` instead of being removed.
+
+    target
+        Absolute path of the program directory.
+
+    Returns ``{"target", "removed": [paths], "restored": <path or None>}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' release.clean /home/ecsc
+    """
+    paths = _paths(target)
+    removed, restored = [], None
+    try:
+        if os.path.lexists(paths["previous"]):
+            if os.path.lexists(paths["target"]):
+                _remove(paths["previous"])
+                removed.append(paths["previous"])
+            else:
+                os.rename(paths["previous"], paths["target"])
+                restored = paths["previous"]
+        removed.extend(_remove_staging(paths))
+        for path in _temp_files(paths):
+            _remove(path)
+            removed.append(path)
+    except OSError as exc:
+        raise _cee(f"cannot clean up next to {paths['target']}: {exc}") from exc
+    return {"target": paths["target"], "removed": sorted(removed), "restored": restored}

@@ -1,0 +1,221 @@
+"""
+Release archives of a program directory (states over the ``release`` module).
+
+A host that already runs the release (deployed record matches and the tree is intact)
+reports no changes, which is what lets the upgrade skip stop/start on a second run.
+
+.. code-block:: yaml
+
+    stage ecsc 20170220 while the service runs:
+      release.staged:
+        - name: /home/ecsc
+        - source: salt://releases/20170220/ecsc.tar
+        - sha256: 3a7b...e1
+        - release: "20170220"
+        - keep: [conf/host.properties]
+
+    put ecsc 20170220 in place (service stopped):
+      release.deployed:
+        - name: /home/ecsc
+        - release: "20170220"
+        - source: salt://releases/20170220/ecsc.tar   # used only when nothing is staged
+        - sha256: 3a7b...e1
+        - keep: [conf/host.properties]
+"""
+
+import logging
+import os
+
+from salt.exceptions import CommandExecutionError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "release"
+
+
+def __virtual__():
+    if "release.stage" in __salt__:
+        return __virtualname__
+    return (False, "release state: the release execution module is not available")
+
+
+def _minion_id():
+    return __opts__.get("id", "unknown-minion")
+
+
+def _norm_release(release):
+    if isinstance(release, int) and not isinstance(release, bool):
+        return str(release)
+    return release
+
+
+def _fetch(source):
+    """
+    Local path of ``source`` (a local path or any URL cp.cache_file understands).
+    """
+    try:
+        cached = __salt__["cp.cache_file"](source)
+    except Exception as exc:  # pylint: disable=broad-except
+        raise CommandExecutionError(
+            f"release on minion {_minion_id()}: could not fetch release archive {source}: {exc}"
+        ) from exc
+    if not cached or not os.path.isfile(cached):
+        raise CommandExecutionError(
+            f"release on minion {_minion_id()}: could not fetch release archive {source}"
+        )
+    return cached
+
+
+def _on_release(name, release, sha256):
+    """
+    (current deployed() report, True when ``name`` already runs ``release`` intact).
+    """
+    current = __salt__["release.deployed"](name)
+    same = (
+        current["release"] == release
+        and current["intact"] is True
+        and (sha256 is None or (current["archive_sha256"] or "") == str(sha256).lower())
+    )
+    return current, same
+
+
+def _usable_staging(name, release, sha256):
+    info = __salt__["release.staging"](name)
+    usable = (
+        info["present"]
+        and info["release"] == release
+        and info["intact"] is True
+        and (sha256 is None or info["archive_sha256"] == str(sha256).lower())
+    )
+    return info, usable
+
+
+def staged(name, source, sha256, release, keep=None):
+    """
+    Ensure ``release`` is staged next to the program directory ``name`` (in
+    ``<parent>/.<name>.staging``), verified, without touching ``name``. Nothing to do when
+    ``name`` already runs ``release`` intact, or when that release is already staged intact.
+
+    name
+        Absolute path of the program directory, e.g. ``/home/ecsc``.
+
+    source
+        The release archive: a local path or a ``salt://`` URL.
+
+    sha256
+        Expected sha256 of the archive.
+
+    release
+        Release id (quote it in YAML).
+
+    keep
+        Globs of host-local files to carry over at swap time (see ``release.swap``).
+    """
+    ret = {"name": name, "changes": {}, "result": False, "comment": ""}
+    release = _norm_release(release)
+    try:
+        _, same = _on_release(name, release, sha256)
+        if same:
+            ret["result"] = True
+            ret["comment"] = f"{name} is already on {release}"
+            return ret
+        info, usable = _usable_staging(name, release, sha256)
+        if usable:
+            ret["result"] = True
+            ret["comment"] = f"{release} is already staged in {info['staging']}"
+            return ret
+        cached = _fetch(source)
+        if __opts__["test"]:
+            summary = __salt__["release.verify"](
+                cached, sha256, top=os.path.basename(os.path.normpath(name))
+            )
+            ret["result"] = None
+            ret["comment"] = (
+                f"would verify and stage {source} ({summary['members']} members) into "
+                f"{info['staging']}"
+            )
+            return ret
+        res = __salt__["release.stage"](cached, name, sha256, release, keep=keep)
+    except Exception as exc:  # pylint: disable=broad-except
+        ret["comment"] = str(exc)
+        return ret
+    ret["result"] = True
+    ret["changes"] = {
+        "staged": {"release": res["release"], "staging": res["staging"], "files": res["files"]}
+    }
+    ret["comment"] = f"staged {source} ({release}, {res['files']} files) into {res['staging']}"
+    return ret
+
+
+def deployed(name, release, source=None, sha256=None, keep=None):
+    """
+    Ensure the program directory ``name`` runs ``release``: nothing to do when it already
+    does and is intact; else swap in the staging of that release when there is one, else
+    (``source`` given) stage and swap. Files of the old tree the archive does not carry are
+    dropped, except host-local files matching ``keep`` (see the ``release`` module).
+
+    name
+        Absolute path of the program directory.
+
+    release
+        Release id (quote it in YAML).
+
+    source
+        The release archive (local path or ``salt://`` URL), used when nothing is staged.
+
+    sha256
+        Expected sha256 of the archive (required with ``source``).
+
+    keep
+        Globs of host-local files to carry over, relative to ``name``.
+    """
+    ret = {"name": name, "changes": {}, "result": False, "comment": ""}
+    release = _norm_release(release)
+    try:
+        current, same = _on_release(name, release, sha256)
+        if same:
+            ret["result"] = True
+            ret["comment"] = f"{name} is already on {release}"
+            return ret
+        old = current["release"]
+        old_text = f"now on {old}" if old else "no recorded release"
+        info, usable = _usable_staging(name, release, sha256)
+        if usable:
+            if __opts__["test"]:
+                ret["result"] = None
+                ret["comment"] = (
+                    f"would swap {info['staging']} ({release}, {info['files']} files) into "
+                    f"{name} ({old_text})"
+                )
+                return ret
+            res = __salt__["release.swap"](name, release, sha256=sha256, keep=keep)
+        elif source is None:
+            ret["comment"] = (
+                f"release on minion {_minion_id()}: {name} is not on {release}, nothing of "
+                f"{release} is staged in {info['staging']} and no source was given"
+            )
+            return ret
+        else:
+            if sha256 is None:
+                ret["comment"] = f"release on minion {_minion_id()}: sha256 is required with source {source}"
+                return ret
+            cached = _fetch(source)
+            if __opts__["test"]:
+                summary = __salt__["release.verify"](
+                    cached, sha256, top=os.path.basename(os.path.normpath(name))
+                )
+                ret["result"] = None
+                ret["comment"] = (
+                    f"would verify and stage {source} ({summary['members']} members) into "
+                    f"{info['staging']}, then swap it into {name} ({old_text})"
+                )
+                return ret
+            res = __salt__["release.unpack"](cached, name, sha256, release, keep=keep)
+    except Exception as exc:  # pylint: disable=broad-except
+        ret["comment"] = str(exc)
+        return ret
+    ret["result"] = True
+    ret["changes"] = {"deployed": {"old": old, "new": release, "files": res["files"]}}
+    kept = f", kept {', '.join(res['kept'])}" if res["kept"] else ""
+    ret["comment"] = f"{name} is now on {release} (was {old or 'unrecorded'}; {res['files']} files{kept})"
+    return ret

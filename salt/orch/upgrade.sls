@@ -1,0 +1,96 @@
+#!py
+"""The rolling upgrade, generated from the pillar inventory (run on the master):
+
+    salt-run state.orchestrate orch.upgrade                          # all four services
+    salt-run state.orchestrate orch.upgrade pillar='{"services": ["ecmc"]}'
+    salt-run state.orchestrate orch.upgrade pillar='{"hosts": ["ecsc-1"]}'
+    salt-run state.orchestrate orch.upgrade test=True                # the plan, nothing touched
+
+Targeting and policy from pillar: services, hosts (lists), parallel (default true: pairs run
+side by side; false keeps the runbook's order, one host at a time), failhard (stop the whole
+run at the first failed host).
+
+Steps: the inventory is validated while this file renders (a bad key fails the run before
+anything is touched) -> one rollout at a time (rolloutlock) -> modules synced -> pre-flight on
+every targeted host (answers, archive valid, disk room) -> per pair: host 1 (release.upgrade),
+then host 2 only if host 1 passed every gate. A failed host rolls itself back to its backup.
+"""
+
+from salt.exceptions import SaltInvocationError
+
+
+def _step(sls, tgt, passthrough, **extra):
+    args = [
+        {"tgt": tgt},
+        {"tgt_type": "list" if isinstance(tgt, list) else "glob"},
+        {"sls": sls},
+        {"pillar": passthrough},
+    ]
+    return {"salt.state": args + [{k: v} for k, v in extra.items()]}
+
+
+def _known_minions():
+    try:
+        keys = __salt__["saltutil.wheel"]("key.list", "accepted")
+        return set(keys.get("return", keys).get("minions", []))
+    except Exception:  # pylint: disable=broad-except
+        return None  # cannot tell here: the pre-flight ping still catches a missing host
+
+
+def run():
+    pillar = __pillar__
+    plan = __salt__["inventory.plan"](
+        services=pillar.get("services"), hosts=pillar.get("hosts"), pillar=pillar
+    )
+    hosts = [host for pair in plan for host in pair["hosts"]]
+    known = _known_minions()
+    if known is not None:
+        for pair in plan:
+            for host in pair["hosts"]:
+                if host not in known:
+                    raise SaltInvocationError(
+                        f"pillar inventory:services:{pair['service']}:hosts:{host}: "
+                        f"no accepted minion with that id"
+                    )
+    if not __opts__.get("test"):
+        __salt__["rolloutlock.acquire"]("upgrade", detail=f"hosts {', '.join(hosts)}")
+
+    # The minions get the same inventory and release the master planned with (including any
+    # pillar given on the command line).
+    passthrough = {key: pillar[key] for key in ("inventory", "release") if key in pillar}
+    parallel = pillar.get("parallel", True) is not False
+    failhard = bool(pillar.get("failhard", False))
+
+    states = {
+        "sync-modules": {
+            "salt.function": [
+                {"name": "saltutil.sync_all"},
+                {"tgt": hosts},
+                {"tgt_type": "list"},
+                {"expect_minions": True},
+            ]
+        },
+        "preflight": _step(
+            "release.preflight", hosts, passthrough,
+            expect_minions=True, require=[{"salt": "sync-modules"}],
+        ),
+    }
+    previous = None  # the runbook's order when not parallel: each host waits for the last
+    for pair in plan:
+        before = None
+        for host in pair["hosts"]:
+            requires = [{"salt": "preflight"}]
+            if before:
+                requires.append({"salt": before})
+            elif previous and not parallel:
+                requires.append({"salt": previous})
+            sid = f"upgrade-{host}"
+            extra = {"expect_minions": True, "require": requires}
+            if parallel:
+                extra["parallel"] = True
+            if failhard:
+                extra["failhard"] = True
+            states[sid] = _step("release.upgrade", host, passthrough, **extra)
+            before = sid
+        previous = before
+    return states
