@@ -279,6 +279,31 @@ def _scan(root):
     return files, links, sorted(other)
 
 
+def _scan_names(root):
+    """
+    Like _scan without hashing: ({rel: None} for regular files, {rel: target}, [other]).
+    """
+    files, links, other = {}, {}, []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+        for entry in list(dirnames):
+            full = os.path.join(dirpath, entry)
+            if os.path.islink(full):
+                links[prefix + entry] = os.readlink(full)
+                dirnames.remove(entry)
+        for entry in filenames:
+            full = os.path.join(dirpath, entry)
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                links[prefix + entry] = os.readlink(full)
+            elif stat.S_ISREG(st.st_mode):
+                files[prefix + entry] = None
+            else:
+                other.append(prefix + entry)
+    return files, links, other
+
+
 def _compare(record, files, links, other=()):
     """
     Compare a deployed record with a scan of the live tree.
@@ -679,22 +704,22 @@ def stage(archive, target, sha256, release, keep=None):
     release = _check_release(release)
     patterns = _check_keep(keep)
     live = _check_live_target(paths)
-    staging = paths["staging"]
+    staging_dir = paths["staging"]
     with _open_archive(archive) as fh:
         summary = _verify_fh(fh, archive, sha256, paths["name"])
         for path in _remove_staging(paths):
             log.info("release: removed stale staging %s", path)
         try:
-            os.mkdir(staging, 0o755)
+            os.mkdir(staging_dir, 0o755)
             fh.seek(0)
             with tarfile.open(fileobj=fh, mode="r:*") as tar:
                 tar.errorlevel = 2
-                tar.extractall(staging, filter=_extract_filter(archive, summary["top"]))
+                tar.extractall(staging_dir, filter=_extract_filter(archive, summary["top"]))
             if live and os.geteuid() == 0:
                 st = os.stat(paths["target"])
-                _chown_tree(staging, st.st_uid, st.st_gid)
-                os.chmod(staging, stat.S_IMODE(st.st_mode))
-            files, links, other = _scan(staging)
+                _chown_tree(staging_dir, st.st_uid, st.st_gid)
+                os.chmod(staging_dir, stat.S_IMODE(st.st_mode))
+            files, links, other = _scan(staging_dir)
             if other:
                 raise _cee(f"release archive {archive}: staged special file {other[0]!r}")
             _write_json(
@@ -714,18 +739,19 @@ def stage(archive, target, sha256, release, keep=None):
             )
         except tarfile.FilterError as exc:
             _remove_staging(paths)
+            offender = f"{summary['top']}/{exc.tarinfo.name}"
             raise _cee(
-                f"release archive {archive}: member {exc.tarinfo.name!r} refused during "
-                f"extraction into {staging}: {exc}"
+                f"release archive {archive}: member {offender!r} refused during extraction "
+                f"into {staging_dir}: {exc}"
             ) from exc
         except CommandExecutionError:
             _remove_staging(paths)
             raise
         except (OSError, tarfile.TarError) as exc:
             _remove_staging(paths)
-            raise _cee(f"cannot extract release archive {archive} into {staging}: {exc}") from exc
-    log.info("release: staged %s (%s) into %s", archive, release, staging)
-    return {"staging": staging, "release": release, "files": len(files) + len(links)}
+            raise _cee(f"cannot extract release archive {archive} into {staging_dir}: {exc}") from exc
+    log.info("release: staged %s (%s) into %s", archive, release, staging_dir)
+    return {"staging": staging_dir, "release": release, "files": len(files) + len(links)}
 
 
 def staging(target):
@@ -909,31 +935,6 @@ def swap(target, release, sha256=None, keep=None):
         "files": len(files) + len(links),
         "kept": sorted(local),
     }
-
-
-def _scan_names(root):
-    """
-    Like _scan without hashing: ({rel: None} for regular files, {rel: target}, [other]).
-    """
-    files, links, other = {}, {}, []
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = os.path.relpath(dirpath, root)
-        prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
-        for entry in list(dirnames):
-            full = os.path.join(dirpath, entry)
-            if os.path.islink(full):
-                links[prefix + entry] = os.readlink(full)
-                dirnames.remove(entry)
-        for entry in filenames:
-            full = os.path.join(dirpath, entry)
-            st = os.lstat(full)
-            if stat.S_ISLNK(st.st_mode):
-                links[prefix + entry] = os.readlink(full)
-            elif stat.S_ISREG(st.st_mode):
-                files[prefix + entry] = None
-            else:
-                other.append(prefix + entry)
-    return files, links, other
 
 
 def unpack(archive, target, sha256, release, keep=None):

@@ -1,0 +1,392 @@
+"""
+Unit tests of the ``release`` execution module's logic: member checks, manifest/record
+comparison, keep-glob selection, argument checks.
+"""
+
+import importlib.util
+import io
+import os
+import tarfile
+
+import pytest
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+from tests.conftest import REPO_ROOT
+
+_spec = importlib.util.spec_from_file_location("release_module", REPO_ROOT / "_modules" / "release.py")
+release = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(release)
+
+MINION = "unit-minion"
+ARCHIVE = "/srv/upload/svc.tar"
+
+
+@pytest.fixture
+def configure_loader_modules():
+    return {release: {"__opts__": {"id": MINION, "test": False}}}
+
+
+def member(name, type_=tarfile.REGTYPE, mode=0o644, linkname="", size=5):
+    info = tarfile.TarInfo(name)
+    info.type = type_
+    info.mode = mode
+    info.linkname = linkname
+    info.size = size if type_ == tarfile.REGTYPE else 0
+    return info
+
+
+def good_members():
+    return [
+        member("svc", tarfile.DIRTYPE, 0o755),
+        member("svc/WEB-INF", tarfile.DIRTYPE, 0o755),
+        member("svc/WEB-INF/lib", tarfile.DIRTYPE, 0o755),
+        member("svc/WEB-INF/lib/svc.jar", size=100),
+        member("svc/WEB-INF/lib/svc.jar.bak", tarfile.LNKTYPE, linkname="svc/WEB-INF/lib/svc.jar"),
+        member("svc/current.jar", tarfile.SYMTYPE, 0o777, linkname="WEB-INF/lib/svc.jar"),
+        member("svc/WEB-INF/up", tarfile.SYMTYPE, 0o777, linkname="../current.jar"),
+        member("svc/startup.sh", mode=0o755, size=20),
+    ]
+
+
+def run_check(members, top=None):
+    checker = release._MemberCheck(ARCHIVE, top)
+    for m in members:
+        checker.check(m)
+    return checker.finish()
+
+
+def rejected(members, top=None):
+    with pytest.raises(CommandExecutionError) as exc:
+        run_check(members, top)
+    message = str(exc.value)
+    assert MINION in message and ARCHIVE in message
+    return message
+
+
+# --------------------------------------------------------------------------- member checks
+
+
+def test_good_members_pass():
+    assert run_check(good_members(), top="svc") == ("svc", 8, 120)
+    assert run_check(good_members())[0] == "svc"
+
+
+def test_check_returns_path_below_top():
+    checker = release._MemberCheck(ARCHIVE)
+    assert checker.check(member("./svc/", tarfile.DIRTYPE)) == ""
+    assert checker.check(member("./svc/a/b.txt")) == "a/b.txt"
+    assert checker.check(member("./", tarfile.DIRTYPE)) is None
+
+
+@pytest.mark.parametrize(
+    "bad, offender, why",
+    [
+        (member("svc/../../etc/x"), "svc/../../etc/x", "'..'"),
+        (member("svc/a/../b"), "svc/a/../b", "'..'"),
+        (member("/etc/x"), "/etc/x", "absolute path"),
+        (member("svc/l", tarfile.SYMTYPE, linkname="../../etc"), "svc/l", "data filter"),
+        (member("svc/l", tarfile.SYMTYPE, linkname="/etc/passwd"), "svc/l", "data filter"),
+        (member("svc/l", tarfile.SYMTYPE, linkname="../x"), "svc/l", "leaves the top-level dir"),
+        (member("svc/l", tarfile.SYMTYPE, linkname="../svc/startup.sh"), "svc/l", "leaves"),
+        (member("svc/h", tarfile.LNKTYPE, linkname="../etc/passwd"), "svc/h", "data filter"),
+        (member("svc/h", tarfile.LNKTYPE, linkname="svc/missing"), "svc/h", "hard link"),
+        (member("svc/h", tarfile.LNKTYPE, linkname="svc/current.jar"), "svc/h", "hard link"),
+        (member("svc/d", tarfile.CHRTYPE), "svc/d", "special file"),
+        (member("svc/d", tarfile.BLKTYPE), "svc/d", "special file"),
+        (member("svc/p", tarfile.FIFOTYPE), "svc/p", "special file"),
+        (member("svc/suid", mode=0o4755), "svc/suid", "setuid/setgid/sticky"),
+        (member("svc/sgid", tarfile.DIRTYPE, mode=0o2755), "svc/sgid", "setuid/setgid/sticky"),
+        (member("svc/tmp", tarfile.DIRTYPE, mode=0o1777), "svc/tmp", "setuid/setgid/sticky"),
+        (member("other/x"), "other/x", "outside the top-level dir 'svc'"),
+        (member("README"), "README", "outside"),
+        (member("svc/startup.sh"), "svc/startup.sh", "appears twice"),
+        (member("svc/current.jar/x"), "svc/current.jar/x", "lies below"),
+        (member("svc/startup.sh/x"), "svc/startup.sh/x", "lies below"),
+    ],
+)
+def test_bad_member_is_named(bad, offender, why):
+    message = rejected(good_members() + [bad])
+    assert f"member {offender!r}" in message
+    assert why in message
+
+
+def test_repeated_directory_entry_is_fine():
+    assert run_check(good_members() + [member("svc/WEB-INF", tarfile.DIRTYPE)])[1] == 9
+
+
+def test_top_must_be_a_directory():
+    message = rejected([member("svc")])
+    assert "'svc' is a top-level entry that is not a directory" in message
+
+
+def test_expected_top():
+    message = rejected(good_members(), top="ecsc")
+    assert "member 'svc' is outside the expected top-level dir 'ecsc'" in message
+
+
+def test_first_bad_member_is_the_one_named():
+    message = rejected(
+        good_members()
+        + [member("svc/pipe", tarfile.FIFOTYPE), member("/etc/shadow"), member("svc/../x")]
+    )
+    assert "'svc/pipe'" in message
+    assert "/etc/shadow" not in message and "svc/../x" not in message
+
+
+def test_symlink_chain_through_later_link():
+    members = good_members() + [
+        member("svc/a", tarfile.SYMTYPE, linkname="l/../startup.sh"),
+        member("svc/l", tarfile.SYMTYPE, linkname="."),
+    ]
+    message = rejected(members)
+    assert "member 'svc/a'" in message and "through other symlinks" in message
+
+
+def test_symlink_loop():
+    members = good_members() + [
+        member("svc/a", tarfile.SYMTYPE, linkname="b/x"),
+        member("svc/b", tarfile.SYMTYPE, linkname="a/x"),
+    ]
+    assert "symlink loop" in rejected(members)
+
+
+def test_empty_archive():
+    with pytest.raises(CommandExecutionError, match="has no members"):
+        run_check([])
+
+
+def test_resolve():
+    links = {"svc/l": ".", "svc/lib": "WEB-INF/lib", "svc/abs": "/etc"}
+    assert release._resolve(["svc", "x"], links) == ["svc", "x"]
+    assert release._resolve(["svc", "lib", "a.jar"], links) == ["svc", "WEB-INF", "lib", "a.jar"]
+    assert release._resolve(["svc", "lib", ".."], links) == ["svc", "WEB-INF"]
+    assert release._resolve(["svc", "l", ".."], links) is None
+    assert release._resolve(["svc", "..", "svc"], links) is None
+    assert release._resolve(["svc", "abs"], links) is None
+    with pytest.raises(ValueError):
+        release._resolve(["svc", "a"], {"svc/a": "a"})
+
+
+def test_extract_filter_rewrites_and_confines(tmp_path):
+    staging = tmp_path / ".svc.staging"
+    staging.mkdir()
+    filt = release._extract_filter(ARCHIVE, "svc")
+    assert filt(member("svc", tarfile.DIRTYPE), str(staging)) is None
+    out = filt(member("svc/a/b.jar", mode=0o664), str(staging))
+    assert out.name == "a/b.jar" and out.mode == 0o644 and out.uid is None
+    out = filt(member("svc/c", tarfile.LNKTYPE, linkname="svc/a/b.jar"), str(staging))
+    assert out.linkname == "a/b.jar"
+    # Second line of defence, against the real staging dir on disk.
+    (staging / "up").symlink_to("..")
+    with pytest.raises(tarfile.FilterError):
+        filt(member("svc/up/x"), str(staging))
+    with pytest.raises(tarfile.FilterError):
+        filt(member("svc/l", tarfile.SYMTYPE, linkname="../svc"), str(staging))
+    with pytest.raises(CommandExecutionError, match="outside 'svc'"):
+        filt(member("other/x"), str(staging))
+    with pytest.raises(CommandExecutionError, match="setuid"):
+        filt(member("svc/x", mode=0o4755), str(staging))
+
+
+def test_verify_streams_checksum_and_names_minion(tmp_path):
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        tar.addfile(member("svc", tarfile.DIRTYPE))
+    path = tmp_path / "svc.tar"
+    path.write_bytes(data.getvalue())
+    import hashlib  # pylint: disable=import-outside-toplevel
+
+    digest = hashlib.sha256(data.getvalue()).hexdigest()
+    assert release.verify(str(path), digest)["members"] == 1
+    with pytest.raises(CommandExecutionError) as exc:
+        release.verify(str(path), "1" * 64)
+    assert str(exc.value) == (
+        f"release on minion {MINION}: release archive {path}: sha256 mismatch: "
+        f"expected {'1' * 64}, found {digest}"
+    )
+
+
+# --------------------------------------------------------------------------- record comparison
+
+
+def test_compare_record_with_tree():
+    record = {
+        "files": {"a.jar": "1" * 64, "conf/app.properties": "2" * 64, "gone.txt": "3" * 64},
+        "links": {"current.jar": "a.jar", "old-link": "a.jar"},
+        "local": {"conf/host.properties": "4" * 64, "conf/missing.local": "5" * 64},
+    }
+    files = {
+        "a.jar": "1" * 64,
+        "conf/app.properties": "9" * 64,
+        "conf/host.properties": "8" * 64,
+        "extra.jar": "7" * 64,
+    }
+    links = {"current.jar": "extra.jar", "old-link": "a.jar"}
+    diff = release._compare(record, files, links, other=["run/sock"])
+    assert diff == {
+        "modified": ["conf/app.properties", "current.jar"],
+        "removed": ["gone.txt"],
+        "added": ["extra.jar", "run/sock"],
+        "local_modified": ["conf/host.properties", "conf/missing.local"],
+    }
+
+
+def test_compare_intact_tree_and_type_change():
+    record = {"files": {"a": "1" * 64}, "links": {"b": "a"}, "local": {"c": "2" * 64}}
+    assert release._compare(record, {"a": "1" * 64, "c": "2" * 64}, {"b": "a"}) == {
+        "modified": [],
+        "removed": [],
+        "added": [],
+        "local_modified": [],
+    }
+    # A file replaced by a symlink with the same name is modified, not added/removed.
+    diff = release._compare(record, {"b": "1" * 64, "c": "2" * 64}, {"a": "b"})
+    assert diff["modified"] == ["a", "b"] and not diff["added"] and not diff["removed"]
+
+
+def test_first_difference():
+    meta = {"files": {"a": "1" * 64}, "links": {}}
+    assert release._first_difference(meta, {"a": "1" * 64}, {}, []) is None
+    assert release._first_difference(meta, {"a": "2" * 64}, {}, []) == "a modified"
+    assert release._first_difference(meta, {"a": "1" * 64, "b": "1" * 64}, {}, []) == "b added"
+    assert release._first_difference(meta, {}, {}, []) == "a removed"
+
+
+# --------------------------------------------------------------------------- keep globs
+
+
+@pytest.mark.parametrize(
+    "pattern, path, matches",
+    [
+        ("conf/host.properties", "conf/host.properties", True),
+        ("conf/*.local", "conf/db.local", True),
+        ("conf/*.local", "conf/sub/db.local", False),
+        ("conf/*.local", "db.local", False),
+        ("*.local", "conf/db.local", False),
+        ("**/*.local", "conf/sub/db.local", True),
+        ("**/*.local", "db.local", True),
+        ("conf/**", "conf/a/b/c", True),
+        ("conf/host.propert?es", "conf/host.properties", True),
+        ("conf/[hx]ost.properties", "conf/host.properties", True),
+    ],
+)
+def test_glob_match(pattern, path, matches):
+    assert release._glob_match(pattern, path) is matches
+
+
+def test_keep_selected_covers_directories():
+    assert release._keep_selected(["conf/local"], "conf/local/a/b.xml")
+    assert not release._keep_selected(["conf/local"], "conf/localx")
+    assert not release._keep_selected([], "conf/host.properties")
+
+
+def test_select_keep():
+    live = [
+        "conf/host.properties",
+        "conf/app.properties",
+        "conf/db.local",
+        "lib/old.jar",
+        "data/x.local",
+        "plugins/p/conf.local",
+    ]
+    carried = {"conf/app.properties", "lib/new.jar", "plugins"}
+    kept, shadowed, conflicts = release._select_keep(
+        ["conf/*.properties", "conf/*.local", "**/conf.local"], live, carried
+    )
+    assert kept == ["conf/db.local", "conf/host.properties"]
+    assert shadowed == ["conf/app.properties"]  # the archive's version wins
+    assert conflicts == ["plugins/p/conf.local"]  # the archive carries "plugins" as a file
+
+
+def test_check_keep():
+    assert release._check_keep(None) == []
+    assert release._check_keep("conf/host.properties") == ["conf/host.properties"]
+    assert release._check_keep(["./conf//a.local/"]) == ["conf/a.local"]
+    for bad in (["/etc/passwd"], ["conf/../../etc"], [""], [3], {"a": 1}):
+        with pytest.raises(SaltInvocationError) as exc:
+            release._check_keep(bad)
+        assert MINION in str(exc.value)
+
+
+# --------------------------------------------------------------------------- arguments and paths
+
+
+def test_check_release():
+    assert release._check_release("20170220") == "20170220"
+    assert release._check_release(20170220) == "20170220"
+    assert release._check_release("v2.1_rc-1") == "v2.1_rc-1"
+    for bad in ("", "-x", "a/b", "../x", 1.5, True, None):
+        with pytest.raises(SaltInvocationError):
+            release._check_release(bad)
+
+
+def test_check_sha():
+    assert release._check_sha("A" * 64) == "a" * 64
+    assert release._check_sha(None, required=False) is None
+    for bad in (None, "a" * 63, "g" * 64, 123):
+        with pytest.raises(SaltInvocationError):
+            release._check_sha(bad)
+
+
+def test_paths_follow_conventions():
+    paths = release._paths("/home/ecsc/")
+    assert paths == {
+        "target": "/home/ecsc",
+        "parent": "/home",
+        "name": "ecsc",
+        "staging": "/home/.ecsc.staging",
+        "staging_meta": "/home/.ecsc.staging.json",
+        "previous": "/home/.ecsc.previous",
+        "record": "/home/.ecsc.release.json",
+        "upload": "/home/ecsc.tar",
+    }
+    for bad in ("/", "home/ecsc", "", None):
+        with pytest.raises(SaltInvocationError):
+            release._paths(bad)
+
+
+def test_record_validation(tmp_path):
+    target = str(tmp_path / "svc")
+    with pytest.raises(SaltInvocationError, match="dict"):
+        release.record(target, "release=1")
+    with pytest.raises(SaltInvocationError, match="release id"):
+        release.record(target, {"files": {}})
+    with pytest.raises(SaltInvocationError, match="files"):
+        release.record(target, {"release": "1"})
+    ret = release.record(target, {"release": "1", "files": {"a": "1" * 64}, "note": "rollback"})
+    assert ret == {
+        "target": target,
+        "record": str(tmp_path / ".svc.release.json"),
+        "release": "1",
+        "removed": False,
+    }
+    assert os.listdir(tmp_path) == [".svc.release.json"]  # no temp file left
+    rep = release.deployed(target)
+    assert rep["release"] == "1" and rep["removed"] == ["a"] and rep["intact"] is False
+
+
+def test_stage_extraction_filter_is_a_second_line_of_defence(tmp_path):
+    """
+    Even if verify missed something, the extraction filter refuses it against the real
+    staging dir, the staging is removed and the target is untouched.
+    """
+    import hashlib  # pylint: disable=import-outside-toplevel
+    from unittest import mock  # pylint: disable=import-outside-toplevel
+
+    archive = tmp_path / "svc.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.addfile(member("svc", tarfile.DIRTYPE))
+        tar.addfile(member("svc/up", tarfile.SYMTYPE, linkname=".."))
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    home = tmp_path / "home"
+    (home / "svc").mkdir(parents=True)
+    (home / "svc" / "app.jar").write_text("live\n")
+    with pytest.raises(CommandExecutionError):  # verify refuses it ...
+        release.stage(str(archive), str(home / "svc"), digest, "2")
+    summary = {"archive": str(archive), "sha256": digest, "top": "svc", "members": 2, "bytes": 0}
+    with mock.patch.object(release, "_verify_fh", return_value=summary):  # ... and so does extraction
+        with pytest.raises(CommandExecutionError) as exc:
+            release.stage(str(archive), str(home / "svc"), digest, "2")
+    assert "member 'svc/up' refused during extraction" in str(exc.value)
+    assert sorted(os.listdir(home)) == ["svc"]
+    assert os.listdir(home / "svc") == ["app.jar"]
