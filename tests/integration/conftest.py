@@ -1,0 +1,85 @@
+"""Integration tests run on the rehearsal lab: a real salt-master, eight real salt-minions,
+real Tomcat and real JVMs. The session brings the lab up (idempotent) and the salt CLIs are
+run the operator's way: from the repo root, through the Saltfile."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from lab import labctl
+from tests.conftest import REPO_ROOT
+
+VENV_BIN = REPO_ROOT / ".venv" / "bin"
+
+
+def run_cli(*args, timeout=600):
+    """Run a salt CLI from the repo root; returns the CompletedProcess (text)."""
+    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}
+    return subprocess.run(
+        [str(a) for a in args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+        timeout=timeout,
+    )
+
+
+def salt_json(*args, timeout=300):
+    """`salt --out=json --static ...` parsed."""
+    proc = run_cli("salt", "--out=json", "--static", *args, timeout=timeout)
+    assert proc.stdout, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def http_get(url, timeout=5):
+    """(status, body) of a GET on a lab address; (None, error) when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except OSError as exc:
+        return None, str(exc)
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tree_state(path):
+    """{relpath: (sha256, mode, mtime_ns)} of every file and link below path."""
+    state = {}
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, path)
+            st = os.lstat(full)
+            if os.path.islink(full):
+                state[rel] = ("link:" + os.readlink(full), st.st_mode, st.st_mtime_ns)
+            elif os.path.isfile(full):
+                state[rel] = (sha256_file(full), st.st_mode, st.st_mtime_ns)
+            else:
+                state[rel] = ("dir", st.st_mode, None)
+    return state
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """The lab, up (brought up if needed). Yields labctl for its hosts and helpers."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "lab.labctl", "up"], cwd=REPO_ROOT, capture_output=True,
+        text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return labctl
+
+
+@pytest.fixture(scope="session")
+def hosts(lab):
+    return {h["id"]: h for h in lab.load_hosts()}
