@@ -93,8 +93,11 @@ def _usable_staging(name, release, sha256):
 def staged(name, source, sha256, release, keep=None):
     """
     Ensure ``release`` is staged next to the program directory ``name`` (in
-    ``<parent>/.<name>.staging``), verified, without touching ``name``. Nothing to do when
-    ``name`` already runs ``release`` intact, or when that release is already staged intact.
+    ``<parent>/.<name>.staging``), verified, without touching ``name``. Nothing to do (no
+    changes) when ``name`` already runs ``release`` intact. Otherwise the archive is staged
+    afresh, also over an earlier staging of the same release, and the state reports changes:
+    steps of the upgrade that ``onchanges`` this state (backup, stop, swap) must run whenever
+    the host is not yet on the release, e.g. after an aborted first run.
 
     name
         Absolute path of the program directory, e.g. ``/home/ecsc``.
@@ -119,13 +122,9 @@ def staged(name, source, sha256, release, keep=None):
             ret["result"] = True
             ret["comment"] = f"{name} is already on {release}"
             return ret
-        info, usable = _usable_staging(name, release, sha256)
-        if usable:
-            ret["result"] = True
-            ret["comment"] = f"{release} is already staged in {info['staging']}"
-            return ret
         cached = _fetch(source)
         if __opts__["test"]:
+            info = __salt__["release.staging"](name)
             summary = __salt__["release.verify"](
                 cached, sha256, top=os.path.basename(os.path.normpath(name))
             )
