@@ -1063,6 +1063,27 @@ def record(target, data=None):
     return ret
 
 
+def recorded(target):
+    """
+    The deployed record of ``target`` as written at deploy time, or ``None`` when there is
+    none (e.g. a release deployed by hand). The upgrade keeps it with the backup, so a
+    rollback can put it back with ``release.record``.
+
+    target
+        Absolute path of the program directory.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' release.recorded /home/ecsc
+    """
+    paths = _paths(target)
+    if not os.path.exists(paths["record"]):
+        return None
+    return _read_json(paths["record"], "deployed record")
+
+
 def leftovers(target):
     """
     List leftovers next to ``target`` (read-only, for the compliance check): the staging dir

@@ -25,6 +25,7 @@ reports no changes, which is what lets the upgrade skip stop/start on a second r
 
 import logging
 import os
+import shutil
 
 from salt.exceptions import CommandExecutionError
 
@@ -133,6 +134,9 @@ def staged(name, source, sha256, release, keep=None):
                 f"would verify and stage {source} ({summary['members']} members) into "
                 f"{info['staging']}"
             )
+            # Reported so that the steps which run onchanges of this one show in the plan.
+            ret["changes"] = {"staged": {"release": release, "staging": info["staging"],
+                                         "members": summary["members"]}}
             return ret
         res = __salt__["release.stage"](cached, name, sha256, release, keep=keep)
     except Exception as exc:  # pylint: disable=broad-except
@@ -186,6 +190,7 @@ def deployed(name, release, source=None, sha256=None, keep=None):
                     f"would swap {info['staging']} ({release}, {info['files']} files) into "
                     f"{name} ({old_text})"
                 )
+                ret["changes"] = {"deployed": {"old": old, "new": release}}
                 return ret
             res = __salt__["release.swap"](name, release, sha256=sha256, keep=keep)
         elif source is None:
@@ -208,6 +213,7 @@ def deployed(name, release, source=None, sha256=None, keep=None):
                     f"would verify and stage {source} ({summary['members']} members) into "
                     f"{info['staging']}, then swap it into {name} ({old_text})"
                 )
+                ret["changes"] = {"deployed": {"old": old, "new": release}}
                 return ret
             res = __salt__["release.unpack"](cached, name, sha256, release, keep=keep)
     except Exception as exc:  # pylint: disable=broad-except
@@ -217,4 +223,103 @@ def deployed(name, release, source=None, sha256=None, keep=None):
     ret["changes"] = {"deployed": {"old": old, "new": release, "files": res["files"]}}
     kept = f", kept {', '.join(res['kept'])}" if res["kept"] else ""
     ret["comment"] = f"{name} is now on {release} (was {old or 'unrecorded'}; {res['files']} files{kept})"
+    return ret
+
+
+def _tree_bytes(path):
+    total = 0
+    for root, _, files in os.walk(path):
+        for fname in files:
+            try:
+                total += os.lstat(os.path.join(root, fname)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def verified(name, source, sha256, margin=1.1):
+    """
+    Pre-flight, read-only (it also runs under ``test=True``): the archive for the program
+    directory ``name`` can be fetched and verifies (sha256, members confined to one top-level
+    dir named like ``name``), and the filesystem of ``name`` has room for the backup and the
+    staging copy (``margin`` times their size). The archive stays in the minion's file cache,
+    where the upgrade takes it from.
+
+    .. code-block:: yaml
+
+        preflight-artifact:
+          release.verified:
+            - name: /home/ecsc
+            - source: salt://releases/20170220/ecsc.tar
+            - sha256: 3a7b...e1
+    """
+    ret = {"name": name, "changes": {}, "result": False, "comment": ""}
+    try:
+        cached = _fetch(source)
+        summary = __salt__["release.verify"](
+            cached, sha256, top=os.path.basename(os.path.normpath(name))
+        )
+        parent = os.path.dirname(os.path.normpath(name))
+        need = int((summary["bytes"] + _tree_bytes(name)) * float(margin))
+        free = shutil.disk_usage(parent).free
+    except Exception as exc:  # pylint: disable=broad-except
+        ret["comment"] = str(exc)
+        return ret
+    if free < need:
+        ret["comment"] = (
+            f"release on minion {_minion_id()}: {parent} has {free} bytes free, the backup of "
+            f"{name} and the staging of {source} need {need}"
+        )
+        return ret
+    ret["result"] = True
+    ret["comment"] = (
+        f"{source} verified ({summary['members']} members, sha256 {summary['sha256'][:12]}...);"
+        f" {free // 2**20} MiB free for {need // 2**20} MiB of backup + staging"
+    )
+    return ret
+
+
+def restored(name, tag):
+    """
+    Put the program directory ``name`` back to its dated backup ``<name>_<tag>``,
+    byte-identical to the backup's manifest, together with the deployed record it had when
+    the backup was made (none for a release deployed by hand). No changes when ``name``
+    already equals the backup. Under ``test=True`` it reports what would be replaced.
+
+    .. code-block:: yaml
+
+        rollback-restored:
+          release.restored:
+            - name: /home/ecsc
+            - tag: "20170220"
+    """
+    ret = {"name": name, "changes": {}, "result": False, "comment": ""}
+    tag = _norm_release(tag)
+    try:
+        if __opts__["test"]:
+            res = __salt__["backup.restore"](name, tag, test=True)
+            if res.get("changed"):
+                ret["result"] = None
+                ret["changes"] = {"restored": {"from": res["from"], "files": res["files"]}}
+                ret["comment"] = f"would restore {name} from {res['from']}: {res.get('diff')}"
+            else:
+                ret["result"] = True
+                ret["comment"] = f"{name} already equals {res['from']}"
+            return ret
+        res = __salt__["backup.restore"](name, tag)
+        record = (res.get("meta") or {}).get("record")
+        current = __salt__["release.recorded"](name)
+        if record != current:
+            __salt__["release.record"](name, record)
+    except Exception as exc:  # pylint: disable=broad-except
+        ret["comment"] = str(exc)
+        return ret
+    ret["result"] = True
+    release = (record or {}).get("release") or "a release deployed by hand"
+    if res.get("changed") or record != current:
+        ret["changes"] = {"restored": {"from": res["from"], "files": res["files"],
+                                       "release": release}}
+        ret["comment"] = f"{name} restored from {res['from']} ({release})"
+    else:
+        ret["comment"] = f"{name} already equals {res['from']} ({release})"
     return ret

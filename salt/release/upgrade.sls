@@ -33,7 +33,8 @@ def run():
     svc, target, rel = host["service"], host["install_dir"], host["release"]
     identity = [{k: v} for k, v in host["identity"].items()]
     staged = {"release": "staged"}
-    deployed_before = __salt__["release.deployed"](target)
+    # The deployed record goes with the backup, so a rollback can put it back too.
+    record_before = __salt__["release.recorded"](target)
 
     states = {
         "include": ["release.rollback"],
@@ -50,8 +51,7 @@ def run():
             "backup.present": [
                 {"name": target},
                 {"tag": rel},
-                # What the backed-up tree was, so a rollback can say so again.
-                {"meta": {"release": deployed_before.get("release")}},
+                {"meta": {"record": record_before}},
                 {"onchanges": [staged]},
             ]
         },
@@ -70,6 +70,8 @@ def run():
             "release.deployed": [
                 {"name": target},
                 {"release": rel},
+                {"source": host["source"]},
+                {"sha256": host["sha256"]},
                 {"keep": host["keep"]},
                 {"onchanges": [staged]},
                 {"require": [{"javaservice": "stopped"}]},
@@ -117,6 +119,15 @@ def run():
         for sid, mod in (("rollback-stopped", "javaservice"), ("rollback-restored", "release"),
                          ("rollback-ready", "javaservice"))
     }
+
+    if __opts__["test"]:
+        # javaservice.running sees the old JVM still up in a dry run: say what the real run
+        # does after the swap.
+        states["plan-start"] = {"test.show_notification": [{"text": (
+            f"would start {' '.join(host['start'])} in {host['start_cwd']}, ready when "
+            f"{[r['pattern'] for r in host['ready']]} appear after the start and "
+            f"{host['health_url']} answers 200 (timeout {host['ready_timeout']}s)"
+        )}, {"onchanges": [{"release": "swapped"}]}]}
 
     progress = [("staged", staged), ("backed-up", {"backup": "backed-up"}),
                 ("stopped", {"javaservice": "stopped"}), ("swapped", {"release": "swapped"}),

@@ -1,0 +1,155 @@
+"""`make demo`: the lab at release v1, then the real upgrade to v2 with live progress, a per-host
+result table and the two fixed issues shown on the running services.
+
+    python -m lab.demo
+
+The progress lines are the orchestration's own events (tags ``rollout/upgrade/<host>/<step>``)
+read from the master's event bus, as an operator would with ``salt-run state.event``.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from lab import labctl
+
+TAG_PREFIX = "rollout/"
+
+
+def _salt_env():
+    return {**os.environ, "PATH": f"{labctl.VENV_BIN}:{os.environ.get('PATH', '')}"}
+
+
+def watch_events(stop, started):
+    """Print each rollout event from the master's bus until ``stop`` is set."""
+    import salt.config
+    import salt.utils.event
+
+    opts = salt.config.master_config(str(labctl.MASTER_CONFIG_DIR / "master"))
+    with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True) as bus:
+        bus.subscribe(TAG_PREFIX)
+        started.set()
+        t0 = time.monotonic()
+        while not stop.is_set():
+            event = bus.get_event(wait=0.5, tag=TAG_PREFIX, full=True)
+            if not event:
+                continue
+            data = event["data"].get("data", event["data"])
+            _, kind, host, step = (event["tag"].split("/") + ["", "", "", ""])[:4]
+            print(f"  [{time.monotonic() - t0:6.1f}s] {kind:<8} {host:<15} {step:<10}"
+                  f" {data.get('service', '')} {data.get('release', data.get('tag', ''))}",
+                  flush=True)
+
+
+def host_snapshot():
+    rows = {}
+    for host in labctl.load_hosts():
+        info = labctl.health(host) or {}
+        rows[host["id"]] = {"release": info.get("release"), "pids": labctl.service_pids(host)}
+    return rows
+
+
+def orchestrate(sls, *extra):
+    return subprocess.run(
+        [str(labctl.VENV_BIN / "salt-run"), "--out=json", "state.orchestrate", sls, *extra],
+        cwd=labctl.REPO, env=_salt_env(), capture_output=True, text=True, timeout=1800,
+    )
+
+
+def step_results(proc):
+    """{host: (result, seconds, comment)} from the orchestration's JSON output."""
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError:
+        return {}
+    data = data.get("data", data)
+    results = {}
+    for minion_ret in data.values():
+        if not isinstance(minion_ret, dict):
+            continue
+        for key, ret in minion_ret.items():
+            sid = key.split("_|-")[1] if "_|-" in key else key
+            if sid.startswith("upgrade-"):
+                results[sid[len("upgrade-"):]] = (
+                    ret.get("result"), (ret.get("duration") or 0) / 1000.0, ret.get("comment", "")
+                )
+    return results
+
+
+def main():
+    print("== 1. the rehearsal lab, at release v1 (as deployed by hand)")
+    labctl.up(None)
+    if any(row["release"] != labctl.RELEASE_V1 for row in host_snapshot().values()):
+        labctl.reset(None)
+    before = host_snapshot()
+
+    print(f"\n== 2. salt-run state.orchestrate orch.upgrade  (v1 {labctl.RELEASE_V1}"
+          f" -> v2 {labctl.RELEASE_V2}), live progress from the event bus:")
+    stop, started = threading.Event(), threading.Event()
+    watcher = threading.Thread(target=watch_events, args=(stop, started), daemon=True)
+    watcher.start()
+    started.wait(10)
+    t0 = time.monotonic()
+    proc = orchestrate("orch.upgrade")
+    elapsed = time.monotonic() - t0
+    time.sleep(1)
+    stop.set()
+    watcher.join(5)
+    after = host_snapshot()
+    results = step_results(proc)
+
+    print(f"\n== 3. result per host (orchestration exit code {proc.returncode},"
+          f" {elapsed:.0f}s wall)")
+    fmt = "{:<15} {:<13} {:<19} {:<16} {:<7} {}"
+    print(fmt.format("HOST", "SERVICE", "RELEASE", "JVM PID", "RESULT", "STEP TIME"))
+    for host in labctl.load_hosts():
+        hid = host["id"]
+        result, seconds, _ = results.get(hid, (None, 0, ""))
+        print(fmt.format(
+            hid, host["service"],
+            f"{before[hid]['release']} -> {after[hid]['release']}",
+            f"{before[hid]['pids'][:1]} -> {after[hid]['pids'][:1]}",
+            {True: "ok", False: "FAILED", None: "-"}[result], f"{seconds:.1f}s",
+        ))
+    if proc.returncode != 0:
+        failed = {h: c for h, (r, _, c) in results.items() if r is False}
+        print("\nFAILED:", json.dumps(failed, indent=2)[:4000] or proc.stdout[-4000:],
+              proc.stderr[-2000:])
+
+    print("\n== 4. the fixed issues, on the running services")
+    ecmc = next(h for h in labctl.load_hosts() if h["id"] == "ecmc-1")
+    url = f"http://{ecmc['address']}:8080/ecmc/customers"
+    status, body = _get(url)
+    balance = next((c["balance"] for c in json.loads(body, parse_float=str)["customers"]
+                    if c["id"] == 1), None) if status == 200 else None
+    print(f"  #9427  GET {url} -> customer 1 balance {balance} (v1 showed 12.35)")
+    sched = next(h for h in labctl.load_hosts() if h["id"] == "schedule-1")
+    money = [line for line in labctl.app_log(sched).read_text().splitlines()
+             if "log.money." in line]
+    print("  log.money lines on schedule-1, last three (v1 had no timestamp):")
+    for line in money[-3:]:
+        print("    " + line)
+
+    print("\nThe lab stays up. Next:")
+    print("  . .venv/bin/activate && salt-run state.orchestrate orch.rollback   # back to v1")
+    print("  salt-run state.event pretty=True                                   # watch events")
+    print("  make lab-status    make lab-reset    make lab-down")
+    return proc.returncode
+
+
+def _get(url):
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except OSError as exc:
+        return None, str(exc)
+
+
+if __name__ == "__main__":
+    os.chdir(labctl.REPO)
+    sys.exit(main())
