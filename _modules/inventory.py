@@ -43,8 +43,8 @@ def __virtual__():
 
 
 def _pillar(key, default=None, pillar=None):
-    source = pillar if pillar is not None else __pillar__
-    value = source
+    # __pillar__ (and a renderer's __pillar__ passed in) is a loader-context proxy, not a dict.
+    value = dict(pillar if pillar is not None else __pillar__)
     for part in key.split(":"):
         if not isinstance(value, dict) or part not in value:
             return default

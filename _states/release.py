@@ -323,3 +323,64 @@ def restored(name, tag):
     else:
         ret["comment"] = f"{name} already equals {res['from']} ({release})"
     return ret
+
+
+
+def rolled_back(name, tag):
+    """
+    This host back to its dated backup, as one step: stop the service (only when the program
+    dir ``name`` has to change), restore ``<name>_<tag>`` with its deployed record
+    (:py:func:`restored`), start it again and wait until it is ready. A host that already
+    equals the backup and runs healthy reports no changes and is not restarted. How to stop,
+    start and judge the service ready comes from this host's inventory entry
+    (``inventory.host``); the restored tree may be any release, even one deployed by hand.
+
+    name
+        The program directory (this host's ``install_dir``).
+
+    tag
+        The backup tag (the release id whose upgrade made the backup).
+
+    .. code-block:: yaml
+
+        rolled-back:
+          release.rolled_back:
+            - name: /home/ecsc
+            - tag: "20170220"
+    """
+    ret = {"name": name, "changes": {}, "result": False, "comment": ""}
+    tag = _norm_release(tag)
+    try:
+        host = __salt__["inventory.host"](archive=False, ready_release=r"\S+")
+        if os.path.normpath(host["install_dir"]) != os.path.normpath(name):
+            raise CommandExecutionError(
+                f"release on minion {_minion_id()}: {name} is not this host's program dir "
+                f"({host['install_dir']})"
+            )
+        must_change = __salt__["backup.restore"](name, tag, test=True).get("changed")
+    except Exception as exc:  # pylint: disable=broad-except
+        ret["comment"] = str(exc)
+        return ret
+    identity = host["identity"]
+    steps = []
+    if must_change:
+        steps.append(("stopped", __states__["javaservice.dead"], dict(
+            name=host["service"], signal=host["stop"]["signal"],
+            timeout=host["stop"]["timeout"], **identity)))
+    steps.append(("restored", restored, dict(name=name, tag=tag)))
+    steps.append(("ready", __states__["javaservice.running"], dict(
+        name=host["service"], start=host["start"], cwd=host["start_cwd"],
+        logs=sorted(host["logs"].values()), output=host["output"], ready=host["ready"],
+        url=host["health_url"], timeout=host["ready_timeout"], **identity)))
+    comments = []
+    for step, func, kwargs in steps:
+        res = func(**kwargs)
+        comments.append(f"{step}: {res['comment']}")
+        if res["changes"]:
+            ret["changes"][step] = res["changes"]
+        if res["result"] is False:
+            ret["comment"] = "\n".join(comments)
+            return ret
+    ret["result"] = None if __opts__["test"] and ret["changes"] else True
+    ret["comment"] = "\n".join(comments)
+    return ret

@@ -5,15 +5,14 @@
     swap the staged tree in -> start -> ready gate (log after offset + HTTP) -> fixed issues
 
 Only stop + swap + start are downtime. A host already on the release is left alone (no stop,
-no restart). If anything fails after the stop, the included release.rollback states (armed
-here with onfail) put the backup back and start the service again; the state run still fails,
+no restart). If anything fails after the stop, the rollback state (armed here with onfail,
+the same step release.rollback runs) puts the backup back and starts the service again; the state run still fails,
 so the orchestration stops before the partner host and exits non-zero.
 
 Progress events: rollout/upgrade/<host>/<step> (staged, backed-up, stopped, swapped, ready,
 verified, failed); data: host, service, release, step.
 """
 
-STEPS = ("staged", "backed-up", "stopped", "swapped", "ready", "verified")
 
 
 def _event(host, step, **requisites):
@@ -37,7 +36,6 @@ def run():
     record_before = __salt__["release.recorded"](target)
 
     states = {
-        "include": ["release.rollback"],
         "staged": {
             "release.staged": [
                 {"name": target},
@@ -109,16 +107,16 @@ def run():
                 {"forbidden": check["log"].get("forbidden")},
             ] + common}
 
-    # Armed rollback: runs only if a step from the stop on failed.
+    # Armed rollback: only when a step from the stop on failed, and never on a host whose
+    # backup was not made (nothing was stopped there). Left out of a dry run.
     after_stop = [{"javaservice": "stopped"}, {"release": "swapped"}, {"javaservice": "ready"}]
     after_stop += fixes
-    # Never roll back a host whose backup was not made: nothing was stopped there.
-    armed = [{"onfail": after_stop}, {"require": [staged, {"backup": "backed-up"}]}]
-    states["extend"] = {
-        sid: {mod: armed}
-        for sid, mod in (("rollback-stopped", "javaservice"), ("rollback-restored", "release"),
-                         ("rollback-ready", "javaservice"))
-    }
+    if not __opts__["test"]:
+        states["rolled-back"] = {"release.rolled_back": [{"name": target}, {"tag": rel},
+            {"onfail": after_stop}, {"require": [staged, {"backup": "backed-up"}]},
+        ]}
+        states["event-rolled-back"] = _event(host, "rolled-back",
+                                             onchanges=[{"release": "rolled-back"}])
 
     if __opts__["test"]:
         # javaservice.running sees the old JVM still up in a dry run: say what the real run
@@ -136,7 +134,8 @@ def run():
         states[f"event-{step}"] = _event(host, step, onchanges=[req])
     states["event-verified"] = _event(host, "verified", require=fixes or [{"javaservice": "ready"}],
                                       onchanges=[{"release": "swapped"}])
-    states["event-failed"] = _event(
-        host, "failed", onfail=[staged, {"backup": "backed-up"}] + after_stop
-    )
+    if not __opts__["test"]:
+        states["event-failed"] = _event(
+            host, "failed", onfail=[staged, {"backup": "backed-up"}] + after_stop
+        )
     return states
