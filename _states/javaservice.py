@@ -1,0 +1,309 @@
+"""
+Keep one Java service's JVM running (started, and proven ready) or dead (stopped).
+
+Thin states over the ``javaservice`` execution module; see its docstring for how a service is
+identified (``catalina_base=`` for Tomcat, ``app_dir=`` for a standalone JVM, optional
+``pidfile=``) and what "ready" means.
+
+.. code-block:: yaml
+
+    stop-ecsc:
+      javaservice.dead:
+        - name: ecsc
+        - catalina_base: /home/apache-tomcat-7.0.67
+        - timeout: 60
+
+    start-ecsc:
+      javaservice.running:
+        - name: ecsc
+        - catalina_base: /home/apache-tomcat-7.0.67
+        - start: [/home/apache-tomcat-7.0.67/bin/startup.sh]
+        - logs: [/home/apache-tomcat-7.0.67/logs/catalina.out, /home/ecsclog/ecsc.log]
+        - ready:
+          - {log: /home/apache-tomcat-7.0.67/logs/catalina.out, pattern: TOMCAT_READY}
+        - url: http://25.0.3.17:8080/ecsc/
+        - timeout: 180
+
+    start-schedule:
+      javaservice.running:
+        - name: schedule
+        - app_dir: /home/schedule
+        - start: sh startup.sh
+        - output: /home/schedule/nohup.out
+        - logs: [/home/schedulelog/schedule.log]
+        - ready: ['Scheduler .* started']
+
+:depends: the ``javaservice`` execution module (``_modules/javaservice.py``)
+"""
+
+import logging
+import os
+import shlex
+
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "javaservice"
+
+_SIGNAL_NAMES = {"TERM": 15, "KILL": 9, "INT": 2, "QUIT": 3, "HUP": 1}
+
+
+def __virtual__():
+    if "javaservice.pids" in __salt__:
+        return __virtualname__
+    return (False, "javaservice state: the javaservice execution module is not available")
+
+
+def _signal_name(value):
+    """Validate like javaservice.stop does, so test=True refuses what a real run would."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        for key, number in _SIGNAL_NAMES.items():
+            if number == value:
+                return key
+    elif isinstance(value, str):
+        text = value.strip().upper()
+        if text.isdigit():
+            return _signal_name(int(text))
+        text = text[3:] if text.startswith("SIG") else text
+        if text in _SIGNAL_NAMES:
+            return text
+    raise SaltInvocationError(
+        f"unsupported signal {value!r}: use one of TERM, KILL, INT, QUIT, HUP (15, 9, 2, 3, 1)"
+    )
+
+
+def _pattern_logs(*pattern_lists):
+    """Logs named by {"log": ..., "pattern": ...} entries of ready/fatal."""
+    found = []
+    for patterns in pattern_lists:
+        if isinstance(patterns, (str, dict)):
+            patterns = [patterns]
+        for item in patterns or []:
+            if isinstance(item, dict) and isinstance(item.get("log"), str):
+                found.append(item["log"])
+    return found
+
+
+def _as_list(value):
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return list(value)
+
+
+def _sizes(paths):
+    sizes = {}
+    for path in paths:
+        try:
+            sizes[path] = os.stat(path).st_size
+        except OSError:
+            sizes[path] = 0
+    return sizes
+
+
+def _command_text(command):
+    return command if isinstance(command, str) else shlex.join(str(arg) for arg in command)
+
+
+def running(
+    name,
+    start,
+    cwd=None,
+    env=None,
+    logs=None,
+    output=None,
+    ready=None,
+    fatal=None,
+    url=None,
+    timeout=120,
+    runas=None,
+    **identity,
+):
+    """
+    Ensure the service's JVM runs and is ready.
+
+    Already running: no changes (result True) - when ``url`` is given it must answer 200 (it is
+    waited for up to ``timeout``; a running but unhealthy JVM fails the state and is NOT
+    restarted). Not running: ``javaservice.start`` then ``javaservice.wait_ready`` with the
+    offsets recorded by the start; changes ``{"started": {"pids", "seconds"}}``. A JVM that
+    started but never became ready is left running for diagnosis (result False, changes say it
+    was started).
+
+    name
+        The service's name.
+
+    start
+        The start command (list, or string split into words): ``[sh, startup.sh]`` or
+        ``[/home/apache-tomcat-7.0.67/bin/startup.sh]``.
+
+    cwd, env, output, runas
+        See ``javaservice.start`` (cwd defaults to app_dir / catalina_base).
+
+    logs, ready, fatal, url, timeout
+        See ``javaservice.wait_ready``. Logs named in ``ready``/``fatal`` entries are watched too.
+
+    catalina_base / app_dir / pidfile
+        The service's identity.
+    """
+    ret = {"name": name, "changes": {}, "result": False, "comment": ""}
+    try:
+        pids = __salt__["javaservice.pids"](**identity)
+        all_logs = []
+        for path in _as_list(logs) + _pattern_logs(ready, fatal):
+            if path not in all_logs:
+                all_logs.append(path)
+
+        if pids:
+            running_msg = f"{name} is already running (pid(s) {', '.join(map(str, pids))})"
+            if not url:
+                ret.update(result=True, comment=running_msg)
+                return ret
+            health = dict(
+                logs=all_logs,
+                offsets=_sizes(all_logs),
+                ready=[],
+                fatal=[],
+                url=url,
+                **identity,
+            )
+            if __opts__["test"]:
+                try:
+                    __salt__["javaservice.wait_ready"](name, timeout=0, **health)
+                except CommandExecutionError:
+                    ret.update(
+                        result=None,
+                        comment=f"{running_msg} but {url} does not answer 200 yet; would wait "
+                        f"up to {timeout}s for it (and fail, not restart, if it does not)",
+                    )
+                    return ret
+            else:
+                __salt__["javaservice.wait_ready"](name, timeout=timeout, **health)
+            ret.update(result=True, comment=f"{running_msg} and {url} answers 200")
+            return ret
+
+        if __opts__["test"]:
+            what = []
+            if ready:
+                what.append(f"log pattern(s) {_as_list(ready)!r}")
+            if url:
+                what.append(f"HTTP 200 from {url}")
+            ret.update(
+                result=None,
+                comment=f"would start {name}: {_command_text(start)}"
+                + (f" in {cwd}" if cwd else "")
+                + f"; then wait up to {timeout}s for "
+                + (" and ".join(what) if what else "the JVM to run"),
+            )
+            return ret
+
+        started = __salt__["javaservice.start"](
+            name, start, cwd=cwd, env=env, logs=all_logs, output=output, runas=runas, **identity
+        )
+        try:
+            result = __salt__["javaservice.wait_ready"](
+                name,
+                logs=all_logs,
+                offsets=started["offsets"],
+                ready=ready,
+                fatal=fatal,
+                url=url,
+                timeout=timeout,
+                **identity,
+            )
+        except CommandExecutionError as exc:
+            try:
+                now = __salt__["javaservice.pids"](**identity)
+            except (CommandExecutionError, SaltInvocationError):
+                now = []
+            ret["changes"] = {
+                "started": {
+                    "pids": now,
+                    "launcher_pid": started["launcher_pid"],
+                    "ready": False,
+                }
+            }
+            ret["comment"] = str(exc)
+            return ret
+        ret["changes"] = {"started": {"pids": result["pids"], "seconds": result["seconds"]}}
+        details = [f"'{key}'" for key in result["matched"]]
+        if result.get("http_status") is not None:
+            details.append(f"HTTP {result['http_status']}")
+        ret.update(
+            result=True,
+            comment=f"started {name} (pid(s) {', '.join(map(str, result['pids']))}), ready "
+            f"after {result['seconds']}s" + (f": {', '.join(details)}" if details else ""),
+        )
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret["result"] = False
+        ret["comment"] = str(exc)
+    return ret
+
+
+def dead(name, signal="TERM", timeout=30, thread_dump=False, **identity):
+    """
+    Ensure the service's JVM is not running: ``javaservice.stop`` (``signal``, wait ``timeout``
+    seconds, then SIGKILL). Changes ``{"stopped": {"pids", "outcome", "seconds"}}`` with
+    outcome ``graceful`` or ``killed``; not running means no changes.
+
+    name
+        The service's name.
+
+    signal : TERM
+        TERM, KILL, INT, QUIT or HUP (or 15, 9, 2, 3, 1). KILL is the runbook's ``kill -9``
+        and always reports ``killed``.
+
+    timeout : 30
+        Seconds to wait before SIGKILL.
+
+    thread_dump : False
+        SIGQUIT first (a thread dump in catalina.out / the service's stdout).
+
+    catalina_base / app_dir / pidfile
+        The service's identity.
+    """
+    ret = {"name": name, "changes": {}, "result": False, "comment": ""}
+    try:
+        sig = _signal_name(signal)
+        status = __salt__["javaservice.status"](name, **identity)
+        note = ""
+        pidfile = status.get("pidfile")
+        if pidfile and not pidfile["valid"] and pidfile["reason"] != "missing":
+            note = f" (ignored pid file {pidfile['path']}: {pidfile['reason']})"
+        if not status["running"]:
+            ret.update(result=True, comment=f"{name} is not running{note}")
+            return ret
+        pids = ", ".join(map(str, status["pids"]))
+        if __opts__["test"]:
+            ret.update(
+                result=None,
+                comment=f"would stop {name}: pid(s) {pids} with SIG{sig}"
+                + ("" if sig == "KILL" else f", SIGKILL after {timeout}s")
+                + (" (thread dump first)" if thread_dump else "")
+                + note,
+            )
+            return ret
+        res = __salt__["javaservice.stop"](
+            name, signal=sig, timeout=timeout, thread_dump=thread_dump, **identity
+        )
+        if res["outcome"] == "not running":
+            ret.update(result=True, comment=f"{name} exited by itself before it was stopped")
+            return ret
+        ret["changes"] = {
+            "stopped": {"pids": res["pids"], "outcome": res["outcome"], "seconds": res["seconds"]}
+        }
+        how = {
+            "graceful": f"exited on SIG{sig}",
+            "killed": "killed with SIGKILL"
+            + (f" after {timeout}s without exiting on SIG{sig}" if res.get("escalated") else ""),
+        }[res["outcome"]]
+        ret.update(
+            result=True,
+            comment=f"stopped {name} (pid(s) {', '.join(map(str, res['pids']))}): {how} in "
+            f"{res['seconds']}s{note}",
+        )
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret["result"] = False
+        ret["comment"] = str(exc)
+    return ret
