@@ -338,10 +338,21 @@ def _snapshot(proc):
         return {"pid": proc.pid, "java": False, "zombie": False, "what": "access denied"}
 
 
+def _fresh_processes():
+    """A new ``psutil.Process`` per live pid. Not ``process_iter()``: it reuses Process objects
+    whose name and exe are cached, and ``sh startup.sh`` exec's into java under the same pid
+    and start time, so a cached "sh" would hide the JVM for good."""
+    for pid in psutil.pids():
+        try:
+            yield psutil.Process(pid)
+        except psutil.NoSuchProcess:
+            continue
+
+
 def _scan():
     """Return ``{pid: snapshot}`` of every live process."""
     found = {}
-    for proc in psutil.process_iter():
+    for proc in _fresh_processes():
         info = _snapshot(proc)
         if info is not None:
             found[info["pid"]] = info
@@ -619,7 +630,7 @@ def _session_procs(launcher_pid, started_at):
     found = []
     if not launcher_pid:
         return found
-    for proc in psutil.process_iter():
+    for proc in _fresh_processes():
         try:
             if os.getsid(proc.pid) != launcher_pid:
                 continue

@@ -151,6 +151,19 @@ def provision(host):
         )
 
 
+def java_processes():
+    """(process, cmdline, cwd) of every live java process, read afresh: psutil.process_iter()
+    caches names, and `sh startup.sh` becomes java under the same pid."""
+    for pid in psutil.pids():
+        try:
+            proc = psutil.Process(pid)
+            if proc.name() != "java" or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            yield proc, proc.cmdline(), proc.cwd()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+
+
 def service_pids(host):
     """Pids of the JVM(s) running this lab host's service: matched by the host's own root."""
     conf = host["conf"]
@@ -160,16 +173,9 @@ def service_pids(host):
     else:
         want = None
         app_dir = str(in_root(host, conf["install_dir"]))
-    for proc in psutil.process_iter(["name", "cmdline", "cwd"]):
-        try:
-            if proc.info["name"] != "java":
-                continue
-            if want is not None and want in (proc.info["cmdline"] or []):
-                pids.append(proc.pid)
-            elif want is None and proc.info["cwd"] == app_dir:
-                pids.append(proc.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
+    for proc, cmdline, cwd in java_processes():
+        if (want is not None and want in cmdline) or (want is None and cwd == app_dir):
+            pids.append(proc.pid)
     return pids
 
 
@@ -177,17 +183,9 @@ def lab_jvm_pids():
     """Every JVM whose base or working dir is inside the lab's host roots (test leftovers too)."""
     prefix = str(HOSTS_DIR) + os.sep
     pids = []
-    for proc in psutil.process_iter(["name", "cmdline", "cwd"]):
-        try:
-            if proc.info["name"] != "java":
-                continue
-            args = proc.info["cmdline"] or []
-            if (proc.info["cwd"] or "").startswith(prefix) or any(
-                a.startswith("-Dcatalina.base=" + prefix) for a in args
-            ):
-                pids.append(proc.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
+    for proc, cmdline, cwd in java_processes():
+        if cwd.startswith(prefix) or any(a.startswith("-Dcatalina.base=" + prefix) for a in cmdline):
+            pids.append(proc.pid)
     return pids
 
 

@@ -45,14 +45,18 @@ exec "$CATALINA_HOME/bin/startup.sh" "$@"
 
 _SETENV_SH = """# Sourced by catalina.sh.
 CATALINA_OPTS="{opts}"
-CATALINA_PID="$CATALINA_BASE/temp/catalina.pid"
 """
+# Lab hosts have no CATALINA_PID, as on the runbook's hosts: after a kill -9 a stale pid file
+# (or its pid reused by then) makes catalina.sh refuse to start.
+_PIDFILE_SH = 'CATALINA_PID="$CATALINA_BASE/temp/catalina.pid"\n'
 
 
-def write(base, address, port, app_dir, context_path, parameters=None, jvm_opts=JVM_OPTS):
+def write(base, address, port, app_dir, context_path, parameters=None, jvm_opts=JVM_OPTS,
+          pidfile=False):
     """Create or refresh a CATALINA_BASE; return its path.
 
-    ``parameters`` become the context's init parameters (e.g. ``logFile``).
+    ``parameters`` become the context's init parameters (e.g. ``logFile``); ``pidfile``
+    makes catalina.sh keep ``temp/catalina.pid``.
     """
     base = pathlib.Path(base)
     for sub in ("bin", "conf", "logs", "temp", "webapps", "work"):
@@ -73,5 +77,6 @@ def write(base, address, port, app_dir, context_path, parameters=None, jvm_opts=
     startup = base / "bin" / "startup.sh"
     startup.write_text(_STARTUP_SH.format(home=CATALINA_HOME))
     os.chmod(startup, 0o755)
-    (base / "bin" / "setenv.sh").write_text(_SETENV_SH.format(opts=jvm_opts))
+    setenv = _SETENV_SH.format(opts=jvm_opts) + (_PIDFILE_SH if pidfile else "")
+    (base / "bin" / "setenv.sh").write_text(setenv)
     return base

@@ -422,7 +422,8 @@ def tomcats(tmp_path):
     (app / "WEB-INF").mkdir(parents=True)
     shutil.copy(SUPPORT / "demo-web.xml", app / "WEB-INF" / "web.xml")
     (app / "index.html").write_text("demo\n")
-    ours = lab.tomcat_base.write(tmp_path / "home" / "tomcat", "127.0.3.211", 8080, app, "/demo")
+    ours = lab.tomcat_base.write(tmp_path / "home" / "tomcat", "127.0.3.211", 8080, app, "/demo",
+                                 pidfile=True)
     decoy = lab.tomcat_base.write(tmp_path / "home" / "tomcat2", "127.0.3.212", 8080, app, "/demo")
     return ours, decoy
 

@@ -118,7 +118,7 @@ def tomcat(pid, base, cwd="/"):
 def procs():
     """A host running many things; tests add to it."""
     found = []
-    with patch.object(javaservice.psutil, "process_iter", side_effect=lambda: list(found)):
+    with patch.object(javaservice, "_fresh_processes", side_effect=lambda: list(found)):
         yield found
 
 
