@@ -109,7 +109,7 @@ def _check_tag(tag, path=None):
             tag = str(tag)
         else:
             raise _sie(f"tag must be a string, got {tag!r}", path, tag)
-    if not TAG_RE.match(tag):
+    if not TAG_RE.fullmatch(tag):
         raise _sie(
             f"invalid tag {tag!r}: must match {TAG_RE.pattern}", path, tag
         )
@@ -396,7 +396,7 @@ def _run_pool(func, jobs):
     with concurrent.futures.ThreadPoolExecutor(
         max_workers=_WORKERS, thread_name_prefix="backup"
     ) as pool:
-        return list(pool.map(lambda job: func(*job), jobs, chunksize=16))
+        return list(pool.map(lambda job: func(*job), jobs))
 
 
 def _copy_tree(tree, dst):
@@ -562,7 +562,29 @@ def _load(path, tag):
         if os.path.lexists(bdir):
             raise _cee(f"{bdir} exists but is not a backup directory", path, tag)
         raise _cee(f"no backup {bdir}", path, tag)
-    return path, parent, name, tag, bdir, _read_manifest(bdir, path, tag)
+    data = _read_manifest(bdir, path, tag)
+    if not _manifest_is_of(data, name, tag):
+        raise _cee(
+            f"{bdir} is a backup of {data.get('source')!r} with tag {data.get('tag')!r}, "
+            "not of this directory and tag",
+            path,
+            tag,
+        )
+    return path, parent, name, tag, bdir, data
+
+
+def _manifest_is_of(data, name, tag):
+    """
+    Whether a manifest belongs to program dir ``name`` and ``tag``. Tags may contain ``_``,
+    so ``<parent>/a_b_1`` may be ``a`` tagged ``b_1`` or ``a_b`` tagged ``1``. The parent
+    is not compared: the program dir and its backups may have moved together.
+    """
+    source = data.get("source")
+    return (
+        isinstance(source, str)
+        and os.path.basename(os.path.normpath(source)) == name
+        and data.get("tag") == tag
+    )
 
 
 def _check_meta(meta, path, tag):
@@ -781,7 +803,7 @@ def list_(path):
         if not entry.name.startswith(prefix):
             continue
         tag = entry.name[len(prefix):]
-        if not TAG_RE.match(tag) or entry.is_symlink() or not entry.is_dir():
+        if not TAG_RE.fullmatch(tag) or entry.is_symlink() or not entry.is_dir():
             continue
         if not os.path.isfile(os.path.join(entry.path, MANIFEST_NAME)):
             continue
@@ -789,6 +811,9 @@ def list_(path):
             data = _read_manifest(entry.path, path, tag)
         except CommandExecutionError as exc:
             log.warning("%s", exc)
+            continue
+        if not _manifest_is_of(data, name, tag):
+            # e.g. /home/foo_bar_1 is a backup of /home/foo_bar, not of /home/foo (tag bar_1)
             continue
         files, nbytes = _manifest_totals(data)
         found.append(

@@ -1,0 +1,444 @@
+"""
+The scheduled compliance report, run INSIDE an orchestration on the master (it uses the
+master's LocalClient, rollout lock, cache dir and event bus):
+
+.. code-block:: bash
+
+    salt-run saltutil.sync_all                       # once: custom states/modules on the master
+    salt-run state.orchestrate orch.compliance       # what the master's schedule runs
+    salt-run state.orchestrate orch.compliance pillar='{"services": ["ecmc"]}'
+
+.. code-block:: yaml
+
+    compliance of the eight hosts:
+      compliance.report:
+        - tgt: [ecsc-1, ecsc-2]
+        - tgt_type: list
+        - pillar: {inventory: ..., release: ...}     # optional: what the minions check against
+
+What it does, in order:
+
+1. ``rolloutlock.holder()``: while an upgrade or rollback holds the lock, the hosts it names
+   (its ``detail`` "hosts a, b, ..."; all targeted hosts if it names none) are reported
+   ``skipped`` ("upgrade in progress") instead of being checked - a host mid-upgrade is not
+   drift.
+2. One ``compliance.check`` job on all other targeted minions at once (LocalClient from the
+   master config, ``timeout`` seconds). A minion that does not return, or returns no
+   report (e.g. ``compliance`` not synced to it), is a failed host with the pseudo-control
+   ``minion``.
+3. Aggregates the summary::
+
+       {"generated": "<ISO-8601 UTC>", "status": "passed"|"failed"|"skipped",
+        "hosts": n, "passed": n, "failed": n, "skipped": n,
+        "failed_controls": [{"host", "control", "found"}],
+        "report": "<path of latest.json>" (None under test=True)}
+
+4. Writes the report (replacing the previous one, atomically) to ``report_dir``, default
+   ``<master cachedir>/compliance/`` (the lab: ``.lab/master/var/cache/salt/master/compliance``):
+
+   - ``latest.json``: ``{"summary": {...}, "reports": [<per-host compliance.check report>]}``
+   - ``latest.txt``: a table host x control (PASS/FAIL/SKIP), then one line per failed
+     control with host, control, expected and found.
+
+5. Fires ONE event on the master bus, tag ``rollout/compliance/report``, data = the summary
+   (a reactor or an event returner turns drift into an alert).
+
+Result: ``False`` when any control of any host failed (so ``salt-run state.orchestrate
+orch.compliance`` exits non-zero), ``True`` otherwise (also when every host was skipped).
+``changes`` is always empty - the check changes nothing, and a non-empty ``changes`` every
+15 minutes would read as "something changed"; the table is in the ``comment``.
+
+``test=True``: the hosts are still checked (the check is read-only, and a dry run that does
+not look is useless) and the result is the same, but ``latest.json``/``latest.txt`` are not
+replaced and no event is fired, so a manual dry run neither overwrites the scheduled report
+nor raises an alert.
+
+:depends: the repo's ``rolloutlock`` and ``inventory`` modules synced to the master
+          (``salt-run saltutil.sync_all``), ``compliance`` synced to the minions
+"""
+
+import datetime
+import json
+import logging
+import os
+import re
+import tempfile
+
+import salt.client
+import salt.utils.event
+import salt.utils.minions
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "compliance"
+
+EVENT_TAG = "rollout/compliance/report"
+REPORT_SUBDIR = "compliance"
+REPORT_JSON = "latest.json"
+REPORT_TXT = "latest.txt"
+PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+
+#: Control ids and titles in table order (the minion module's CONTROLS, repeated so the
+#: master does not need the minion module; tests/unit/test_compliance.py keeps them equal).
+CONTROLS = (
+    ("jvm-single", "the service's JVM runs exactly once"),
+    ("health", "the health URL answers 200 with the expected release"),
+    ("release", "the deployed release is the expected release"),
+    ("tree-intact", "the program dir matches its deployed record"),
+    ("backup", "the backup made for the release exists and verifies"),
+    ("retention", "no more backups than release:keep_backups"),
+    ("no-leftovers", "no staging dir, .previous tree or uploaded archive is left"),
+)
+CONTROL_IDS = tuple(cid for cid, _ in CONTROLS)
+_MARK = {PASSED: "PASS", FAILED: "FAIL", SKIPPED: "SKIP"}
+
+
+def __virtual__():
+    return __virtualname__
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _now_iso():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _locked_hosts(holder, targets):
+    """
+    The targeted hosts an upgrade/rollback holding the lock works on: those its ``detail``
+    names ("hosts a, b" as orch.upgrade/orch.rollback write it), all targets otherwise.
+    """
+    if not holder:
+        return set()
+    detail = holder.get("detail") if isinstance(holder, dict) else None
+    if isinstance(detail, str):
+        match = re.match(r"^\s*hosts?\s+(.+)$", detail)
+        if match:
+            named = {h.strip() for h in re.split(r"[,\s]+", match.group(1)) if h.strip()}
+            if named:
+                return {host for host in targets if host in named}
+    if isinstance(detail, (list, tuple)) and detail:
+        return {host for host in targets if host in detail}
+    return set(targets)
+
+
+def _skipped_report(host, service, holder):
+    kind = (holder or {}).get("kind") or "upgrade"
+    found = (
+        f"upgrade in progress: {kind} pid {holder.get('pid')} since {holder.get('started')}"
+    )
+    return {
+        "host": host,
+        "service": service,
+        "release_expected": None,
+        "status": SKIPPED,
+        "controls": [
+            {
+                "id": cid,
+                "title": title,
+                "status": SKIPPED,
+                "expected": None,
+                "found": found,
+                "evidence": holder,
+            }
+            for cid, title in CONTROLS
+        ],
+        "seconds": 0.0,
+    }
+
+
+def _failed_host(host, service, found, evidence=None):
+    return {
+        "host": host,
+        "service": service,
+        "release_expected": None,
+        "status": FAILED,
+        "controls": [
+            {
+                "id": "minion",
+                "title": "the minion returns its compliance report",
+                "status": FAILED,
+                "expected": "a compliance.check report",
+                "found": found,
+                "evidence": evidence,
+            }
+        ],
+        "seconds": None,
+    }
+
+
+def _is_report(ret):
+    return isinstance(ret, dict) and isinstance(ret.get("controls"), list) and "status" in ret
+
+
+def _host_report(host, service, data, timeout):
+    """Turn one minion's LocalClient return (full_return) into its report."""
+    if data is None or data is False:
+        return _failed_host(host, service, f"did not return within {timeout}s")
+    ret = data.get("ret") if isinstance(data, dict) and "ret" in data else data
+    if _is_report(ret):
+        return ret
+    text = ret if isinstance(ret, str) else json.dumps(ret, default=str)
+    first = text.strip().splitlines()[0] if text.strip() else repr(text)
+    if isinstance(data, dict) and data.get("out") == "no_return":
+        found = f"did not return within {timeout}s ({first})"
+    elif "is not available" in text:
+        found = f"{first} - sync the modules: salt {host} saltutil.sync_all"
+    else:
+        found = f"no report: {first[:200]}"
+    return _failed_host(host, service, found, text)
+
+
+def summarize(reports, generated=None):
+    """
+    Aggregate per-host reports into the summary (see the module docstring).
+    """
+    counts = {PASSED: 0, FAILED: 0, SKIPPED: 0}
+    failed_controls = []
+    for report in reports:
+        counts[report.get("status", FAILED) if report.get("status") in counts else FAILED] += 1
+        for control in report.get("controls") or []:
+            if control.get("status") == FAILED:
+                failed_controls.append(
+                    {"host": report["host"], "control": control["id"], "found": control["found"]}
+                )
+    if counts[FAILED]:
+        status = FAILED
+    elif counts[PASSED]:
+        status = PASSED
+    else:
+        status = SKIPPED
+    return {
+        "generated": generated or _now_iso(),
+        "status": status,
+        "hosts": len(reports),
+        "passed": counts[PASSED],
+        "failed": counts[FAILED],
+        "skipped": counts[SKIPPED],
+        "failed_controls": failed_controls,
+    }
+
+
+def _one_line(value):
+    return " ".join(str(value).split()) if value is not None else "-"
+
+
+def render(summary, reports):
+    """
+    The readable report: a header, a table host x control (PASS/FAIL/SKIP; ``-`` for a
+    control a host did not report), then one line per failed control with host, control,
+    expected and found.
+    """
+    releases = sorted({str(r["release_expected"]) for r in reports if r.get("release_expected")})
+    header = (
+        f"compliance {summary['generated']}: {summary['status'].upper()} - "
+        f"{summary['hosts']} hosts: {summary['passed']} passed, {summary['failed']} failed, "
+        f"{summary['skipped']} skipped"
+        + (f" (expected release {', '.join(releases)})" if releases else "")
+    )
+    columns = ["HOST", "SERVICE", "STATUS"] + list(CONTROL_IDS)
+    rows = []
+    for report in reports:
+        marks = {c.get("id"): _MARK.get(c.get("status"), "?") for c in report.get("controls") or []}
+        rows.append(
+            [report.get("host") or "?", report.get("service") or "-",
+             _MARK.get(report.get("status"), "?")]
+            + [marks.get(cid, "-") for cid in CONTROL_IDS]
+        )
+    widths = [max(len(str(row[i])) for row in [columns] + rows) for i in range(len(columns))]
+
+    def fmt(row):
+        return "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+
+    lines = [header, "", fmt(columns)] + [fmt(row) for row in rows]
+    failures = [
+        (report.get("host"), control)
+        for report in reports
+        for control in report.get("controls") or []
+        if control.get("status") == FAILED
+    ]
+    if failures:
+        lines += ["", "FAILED CONTROLS"]
+        for host, control in failures:
+            lines.append(
+                f"{host} {control.get('id')}: expected {_one_line(control.get('expected'))}; "
+                f"found {_one_line(control.get('found'))}"
+            )
+    skipped = [r for r in reports if r.get("status") == SKIPPED]
+    if skipped:
+        why = next((c.get("found") for r in skipped for c in r.get("controls") or []), None)
+        lines += ["", f"SKIPPED {', '.join(r['host'] for r in skipped)}: {_one_line(why)}"]
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomic(path, text):
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _local_client():
+    return salt.client.get_local_client(__opts__["conf_file"])
+
+
+def _expand_targets(tgt, tgt_type):
+    """
+    The minion ids the target names, in the given order for a list (so the report follows
+    the inventory), sorted otherwise.
+    """
+    if tgt_type == "list":
+        targets = [tgt] if isinstance(tgt, str) else list(tgt)
+        if isinstance(tgt, str) and "," in tgt:
+            targets = [t.strip() for t in tgt.split(",") if t.strip()]
+        return list(dict.fromkeys(targets))
+    found = salt.utils.minions.CkMinions(__opts__).check_minions(tgt, tgt_type)
+    return sorted(found.get("minions") or [])
+
+
+def _service_of(host, pillar):
+    try:
+        return __salt__["inventory.host"](minion_id=host, archive=False, pillar=pillar)["service"]
+    except Exception:  # pylint: disable=broad-except
+        return None
+
+
+def _check(targets, pillar, timeout):
+    """compliance.check on ``targets`` (a list of ids), one job; {id: full return}."""
+    client = _local_client()
+    try:
+        return client.cmd(
+            targets,
+            "compliance.check",
+            kwarg={"pillar": pillar} if pillar else {},
+            tgt_type="list",
+            timeout=timeout,
+            full_return=True,
+        ) or {}
+    finally:
+        try:
+            client.destroy()
+        except Exception:  # pylint: disable=broad-except
+            pass
+
+
+def _fire(summary):
+    event = salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False)
+    try:
+        event.fire_event(summary, EVENT_TAG)
+    finally:
+        event.destroy()
+
+
+# --------------------------------------------------------------------------- state
+
+
+def report(name, tgt="*", tgt_type="glob", report_dir=None, timeout=15, pillar=None):
+    """
+    Check the targeted hosts (``compliance.check`` on each), write the report on the master,
+    fire ``rollout/compliance/report`` with the summary. Changes nothing on any host.
+
+    name
+        A label (the report is about the targeted hosts, not about ``name``).
+
+    tgt, tgt_type
+        The hosts to check (default every minion). orch.compliance passes the inventory's
+        hosts as a list.
+
+    report_dir
+        Where ``latest.json`` and ``latest.txt`` go (default
+        ``<master cachedir>/compliance``; created if missing).
+
+    timeout
+        Seconds to wait for the minions (LocalClient ``timeout``: a minion still running
+        the check keeps being waited for; one that does not answer is a failed host).
+
+    pillar
+        ``inventory``/``release`` the minions check against (default: their own pillar).
+    """
+    ret = {"name": name, "changes": {}, "result": False, "comment": ""}
+    test = bool(__opts__.get("test"))
+    try:
+        timeout = int(timeout)
+        if timeout <= 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        ret["comment"] = f"timeout must be a positive number of seconds, got {timeout!r}"
+        return ret
+    if "rolloutlock.holder" not in __salt__:
+        ret["comment"] = (
+            "rolloutlock.holder is not available on the master: run `salt-run "
+            "saltutil.sync_all` (compliance must not check hosts an upgrade is working on)"
+        )
+        return ret
+    try:
+        holder = __salt__["rolloutlock.holder"]()
+    except Exception as exc:  # pylint: disable=broad-except
+        ret["comment"] = f"cannot read the rollout lock: {exc}"
+        return ret
+    targets = _expand_targets(tgt, tgt_type)
+    if not targets:
+        ret["comment"] = f"no minion matches {tgt_type} target {tgt!r}"
+        return ret
+    locked = _locked_hosts(holder, targets)
+    to_check = [host for host in targets if host not in locked]
+
+    returns = _check(to_check, pillar, timeout) if to_check else {}
+    reports = []
+    for host in targets:
+        if host in locked:
+            reports.append(_skipped_report(host, _service_of(host, pillar), holder))
+        else:
+            data = returns.get(host)
+            returned = data.get("ret") if isinstance(data, dict) else None
+            service = None if _is_report(returned) else _service_of(host, pillar)
+            reports.append(_host_report(host, service, data, timeout))
+    summary = summarize(reports)
+    summary["report"] = None
+    directory = os.path.abspath(report_dir or os.path.join(__opts__["cachedir"], REPORT_SUBDIR))
+    json_path = os.path.join(directory, REPORT_JSON)
+    txt_path = os.path.join(directory, REPORT_TXT)
+
+    if test:
+        notes = (
+            "test=True: hosts checked (read-only); "
+            f"{json_path} not replaced, no {EVENT_TAG} event fired"
+        )
+    else:
+        summary["report"] = json_path
+        try:
+            os.makedirs(directory, exist_ok=True)
+            _write_atomic(
+                json_path,
+                json.dumps({"summary": summary, "reports": reports}, indent=1, default=str) + "\n",
+            )
+            _write_atomic(txt_path, render(summary, reports))
+        except OSError as exc:
+            ret["comment"] = render(summary, reports) + (
+                f"\ncannot write the compliance report to {directory}: {exc}"
+            )
+            return ret
+        try:
+            _fire(summary)
+        except Exception as exc:  # pylint: disable=broad-except
+            # The event is the alert channel: a report nobody hears about is a failure.
+            ret["comment"] = render(summary, reports) + (
+                f"\nreport {json_path}; event {EVENT_TAG} NOT fired: {exc}"
+            )
+            return ret
+        notes = f"report {json_path} and {txt_path}; event {EVENT_TAG} fired"
+    ret["result"] = summary["status"] != FAILED
+    ret["comment"] = render(summary, reports) + "\n" + notes
+    return ret

@@ -1,0 +1,36 @@
+#!py
+"""The compliance check of the inventory's hosts (run on the master; the master's
+`schedule:` in etc/salt/master runs it every 15 minutes):
+
+    salt-run state.orchestrate orch.compliance                       # every host
+    salt-run state.orchestrate orch.compliance pillar='{"services": ["ecmc"]}'
+    salt-run state.orchestrate orch.compliance pillar='{"hosts": ["ecsc-1"]}'
+    salt-run state.orchestrate orch.compliance test=True             # check, report not saved
+
+Read-only on every host, with or without test=True. Exits non-zero when any control of any
+host failed. Writes <master cachedir>/compliance/latest.json and latest.txt (not under
+test=True) and fires the event `rollout/compliance/report` with the summary; hosts an
+upgrade or rollback is working on (rolloutlock) are reported "skipped: upgrade in progress".
+Needs `salt-run saltutil.sync_all` (states on the master) and the modules synced to the
+minions (orch.upgrade does it; this check never syncs, it changes nothing).
+"""
+
+
+def run():
+    pillar = __pillar__
+    plan = __salt__["inventory.plan"](
+        services=pillar.get("services"), hosts=pillar.get("hosts"), archive=False, pillar=pillar
+    )
+    hosts = [host for pair in plan for host in pair["hosts"]]
+    # The minions check against the inventory and release the master planned with
+    # (including any pillar given on the command line), as orch.upgrade does.
+    passthrough = {key: pillar[key] for key in ("inventory", "release") if key in pillar}
+    return {
+        "compliance-report": {
+            "compliance.report": [
+                {"tgt": hosts},
+                {"tgt_type": "list"},
+                {"pillar": passthrough},
+            ]
+        }
+    }
