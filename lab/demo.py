@@ -11,37 +11,26 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 
-from lab import labctl
-
-TAG_PREFIX = "rollout/"
+from lab import events, labctl
 
 
 def _salt_env():
     return {**os.environ, "PATH": f"{labctl.VENV_BIN}:{os.environ.get('PATH', '')}"}
 
 
-def watch_events(stop, started):
-    """Print each rollout event from the master's bus until ``stop`` is set."""
-    import salt.config
-    import salt.utils.event
+def event_printer():
+    """A callback printing each rollout event as a progress line, timed from now."""
+    t0 = time.monotonic()
 
-    opts = salt.config.master_config(str(labctl.MASTER_CONFIG_DIR / "master"))
-    with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True) as bus:
-        bus.subscribe(TAG_PREFIX)
-        started.set()
-        t0 = time.monotonic()
-        while not stop.is_set():
-            event = bus.get_event(wait=0.5, tag=TAG_PREFIX, full=True)
-            if not event:
-                continue
-            data = event["data"].get("data", event["data"])
-            _, kind, host, step = (event["tag"].split("/") + ["", "", "", ""])[:4]
-            print(f"  [{time.monotonic() - t0:6.1f}s] {kind:<8} {host:<15} {step:<10}"
-                  f" {data.get('service', '')} {data.get('release', data.get('tag', ''))}",
-                  flush=True)
+    def show(tag, data):
+        _, kind, host, step = (tag.split("/") + ["", "", "", ""])[:4]
+        print(f"  [{time.monotonic() - t0:5.1f}s] {kind:<8} {host:<15} {step:<12}"
+              f" {data.get('service', '')} {data.get('release', data.get('tag', ''))}",
+              flush=True)
+
+    return show
 
 
 def host_snapshot():
@@ -88,22 +77,16 @@ def main():
 
     print(f"\n== 2. salt-run state.orchestrate orch.upgrade  (v1 {labctl.RELEASE_V1}"
           f" -> v2 {labctl.RELEASE_V2}), live progress from the event bus:")
-    stop, started = threading.Event(), threading.Event()
-    watcher = threading.Thread(target=watch_events, args=(stop, started), daemon=True)
-    watcher.start()
-    started.wait(10)
-    t0 = time.monotonic()
-    proc = orchestrate("orch.upgrade")
-    elapsed = time.monotonic() - t0
-    time.sleep(1)
-    stop.set()
-    watcher.join(5)
+    with events.Listener(on_event=event_printer()):
+        t0 = time.monotonic()
+        proc = orchestrate("orch.upgrade")
+        elapsed = time.monotonic() - t0
     after = host_snapshot()
     results = step_results(proc)
 
     print(f"\n== 3. result per host (orchestration exit code {proc.returncode},"
           f" {elapsed:.0f}s wall)")
-    fmt = "{:<15} {:<13} {:<19} {:<16} {:<7} {}"
+    fmt = "{:<15} {:<13} {:<21} {:<17} {:<7} {}"
     print(fmt.format("HOST", "SERVICE", "RELEASE", "JVM PID", "RESULT", "STEP TIME"))
     for host in labctl.load_hosts():
         hid = host["id"]
