@@ -413,7 +413,7 @@ def report(name, tgt="*", tgt_type="glob", report_dir=None, timeout=15, pillar=N
 
     if test:
         notes = (
-            "test=True: hosts checked (read-only); "
+            "test=True: the check ran as usual (read-only); "
             f"{json_path} not replaced, no {EVENT_TAG} event fired"
         )
     else:
