@@ -144,7 +144,7 @@ def plan(services=None, hosts=None, archive=True, pillar=None):
         for host in (conf or {}).get("hosts") or {}:
             if host in seen:
                 _fail(f"inventory:services:{name}:hosts:{host}",
-                      f"duplicate host: already listed under service {seen[host]}")
+                      f"duplicate host: also listed at inventory:services:{seen[host]}:hosts")
             seen[host] = name
     if services is not None:
         if isinstance(services, str) or not isinstance(services, (list, tuple)):
