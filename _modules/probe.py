@@ -51,8 +51,11 @@ def http(url, status=200, contains=None, timeout=5):
 
         salt-call probe.http http://25.0.3.27:8080/ecmc/customers contains='"balance":12.345'
     """
+    # The tornado backend takes its timeouts from opts (default: an hour), not `timeout`.
+    limits = {"http_connect_timeout": float(timeout), "http_request_timeout": float(timeout)}
     ret = __salt__["http.query"](
-        url, status=True, text=True, decode=False, timeout=timeout, backend="tornado"
+        url, status=True, text=True, decode=False, backend="tornado", opts=limits,
+        raise_error=False,
     )
     found = ret.get("status")
     body = ret.get("text") or ""

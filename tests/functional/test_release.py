@@ -557,7 +557,8 @@ def test_state_staged_then_deployed_swaps_the_staging(states, modules, home, by_
     assert ret.result is True and ret.changes["staged"]["release"] == "2"
     # No source needed: the staging of that release is swapped in.
     ret = states.release.deployed(name=str(by_hand), release="2", test=True)
-    assert ret.result is None and ret.changes == {}
+    # A dry run reports the would-be change (so onchanges steps show in the plan).
+    assert ret.result is None and ret.changes == {"deployed": {"old": None, "new": "2"}}
     assert "would swap" in ret.comment and str(home / ".svc.staging") in ret.comment
     ret = states.release.deployed(name=str(by_hand), release="2", keep=KEEP)
     assert ret.result is True, ret.comment
@@ -589,7 +590,7 @@ def test_state_test_mode_writes_nothing(states, tmp_path, home, by_hand, v2):
     ret = states.release.staged(
         name=str(by_hand), source=archive, sha256=digest, release="2", test=True
     )
-    assert ret.result is None and ret.changes == {}
+    assert ret.result is None and ret.changes["staged"]["release"] == "2"
     members = 1 + 4 + len(V2)  # svc/, parent dirs (WEB-INF, WEB-INF/lib, conf, lib), entries
     assert ret.comment == (
         f"would verify and stage {archive} ({members} members) into {home / '.svc.staging'}"
@@ -597,7 +598,7 @@ def test_state_test_mode_writes_nothing(states, tmp_path, home, by_hand, v2):
     ret = states.release.deployed(
         name=str(by_hand), release="2", source=archive, sha256=digest, keep=KEEP, test=True
     )
-    assert ret.result is None and ret.changes == {}
+    assert ret.result is None and ret.changes == {"deployed": {"old": None, "new": "2"}}
     assert "would verify and stage" in ret.comment and "then swap it into" in ret.comment
     assert snapshot(tmp_path) == before
 
