@@ -79,6 +79,10 @@ __virtualname__ = "javaservice"
 #: ``Server startup in [2345] milliseconds``.
 TOMCAT_READY = r"Server startup in \[?\d+\]? (ms|milliseconds)"
 
+# Seconds a started service may show neither a JVM nor a live start command before the
+# start counts as failed (a process being exec'd can be missing from one scan).
+START_GRACE = 2.0
+
 #: Patterns that fail :func:`wait_ready` at once when they appear after the start offset (in any
 #: log), used when ``fatal`` is not given; ``fatal=[]`` disables them. Deliberately specific:
 #: Tomcat and applications log plenty of harmless ``SEVERE`` lines.
@@ -636,7 +640,9 @@ def _session_procs(launcher_pid, started_at):
                 continue
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue
-            if started_at and proc.create_time() < started_at - 1:
+            # psutil's create_time runs up to a second behind time.time() (whole-second
+            # boot time): allow for it.
+            if started_at and proc.create_time() < started_at - 2:
                 continue
             found.append(proc)
         except (OSError, psutil.Error):
@@ -1140,6 +1146,7 @@ def wait_ready(
     matched = {}
     http = {"status": None, "error": None, "checked": False}
     seen = []
+    absent_since = None
 
     def fail(reason):
         parts = [f"{_minion()}: {name}: {reason} (after {time.monotonic() - began:.1f}s)"]
@@ -1178,10 +1185,16 @@ def wait_ready(
                             matched[key] = {"log": path, "line": line[:2000]}
         current = [info["pid"] for info in _find(poll_ident)[0]]
         if current:
-            seen = current
+            seen, absent_since = current, None
         elif seen:
             fail(f"the JVM (pid(s) {', '.join(map(str, seen))}) exited before it was ready")
-        elif not _launcher_alive(launcher_pid, started_at):
+        elif _launcher_alive(launcher_pid, started_at):
+            absent_since = None
+        elif absent_since is None:
+            # A process caught mid-exec (catalina.sh's child becoming java) can be missing
+            # from one scan: only a JVM still absent a moment later is a failed start.
+            absent_since = time.monotonic()
+        elif time.monotonic() - absent_since >= START_GRACE:
             if launcher_pid:
                 fail(
                     f"not running: no JVM found and the start command (launcher pid "
