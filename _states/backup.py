@@ -82,6 +82,8 @@ def present(name, tag, meta=None):
         f"Backed up {name} to {res['path']} ({res['files']} files, {res['bytes']} bytes) "
         f"in {res['seconds']}s"
     )
+    if res.get("skipped"):
+        ret["comment"] += f"; special files not copied: {', '.join(res['skipped'])}"
     return ret
 
 
