@@ -1052,7 +1052,7 @@ def _swap(staging, path, parent, name):
         _rmtree(aside)
 
 
-def prune(path, keep=3, protect=None):
+def prune(path, keep=3, protect=None, test=False):
     """
     Delete the oldest backups of ``path`` beyond the ``keep`` newest. The newest backup and
     any tag in ``protect`` are never deleted. A backup is renamed to a temp name before it
@@ -1067,6 +1067,9 @@ def prune(path, keep=3, protect=None):
     protect
         List (or comma-separated string) of tags never to delete, e.g. the backup of the
         release that is running.
+
+    test
+        ``True``: report what would be deleted, delete nothing.
 
     Returns ``{"deleted": [tags], "kept": [tags]}`` (newest first).
 
@@ -1093,6 +1096,8 @@ def prune(path, keep=3, protect=None):
         raise _sie(f"protect must be a list of tags, got {protect!r}", path)
     backups = list_(path)
     delete, kept = _select_prune([item["tag"] for item in backups], keep, protect)
+    if test:
+        return {"deleted": list(delete), "kept": kept, "test": True}
     deleted = []
     for tag in delete:
         bdir = _backup_dir(parent, name, tag)

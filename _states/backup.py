@@ -134,3 +134,39 @@ def restored(name, tag):
         f"differed: {counts}) in {res['seconds']}s"
     )
     return ret
+
+
+def pruned(name, keep=3, protect=None):
+    """
+    Keep at most ``keep`` dated backups of the program dir ``name``: the oldest go, never the
+    newest and never a tag in ``protect`` (the upgrade protects the backup of the release it
+    just deployed, which is what a rollback needs). No changes when nothing is beyond ``keep``.
+
+    .. code-block:: yaml
+
+        backups-pruned:
+          backup.pruned:
+            - name: /home/ecsc
+            - keep: 3
+            - protect: ["20170220"]
+    """
+    ret = {"name": name, "changes": {}, "result": False, "comment": ""}
+    try:
+        res = __salt__["backup.prune"](name, keep=keep, protect=protect,
+                                       test=bool(__opts__["test"]))
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret["comment"] = str(exc)
+        return ret
+    if not res["deleted"]:
+        ret["result"] = True
+        ret["comment"] = f"{len(res['kept'])} backup(s) of {name}, at most {keep} kept"
+        return ret
+    ret["changes"] = {"pruned": res["deleted"]}
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] = f"would delete backups {', '.join(res['deleted'])} of {name}"
+    else:
+        ret["result"] = True
+        ret["comment"] = (f"deleted backups {', '.join(res['deleted'])} of {name}; kept "
+                          f"{', '.join(res['kept'])}")
+    return ret

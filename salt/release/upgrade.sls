@@ -3,6 +3,7 @@
 
     verify + stage the archive -> back up the live dir (service still running) -> stop ->
     swap the staged tree in -> start -> ready gate (log after offset + HTTP) -> fixed issues
+    -> old backups pruned (release:keep_backups)
 
 Only stop + swap + start are downtime. A host already on the release is left alone (no stop,
 no restart). If anything fails after the stop, the rollback step (armed here with onfail, the
@@ -92,6 +93,12 @@ def run():
     states["event-verified"] = event(
         "verified", require=fixes or [{"javaservice": "ready"}], onchanges=[swapped]
     )
+    # Retention, once the new release is proven: never the backup just made (a rollback
+    # needs it) nor the newest.
+    states["backups-pruned"] = {"backup.pruned": [
+        {"name": target}, {"keep": host["keep_backups"]}, {"protect": [rel]},
+        {"onchanges": [swapped]}, {"require": fixes or [{"javaservice": "ready"}]},
+    ]}
 
     if not test:
         # Armed rollback: only when a step from the stop on failed, and never on a host whose

@@ -296,6 +296,21 @@ def test_prune_keeps_newest_and_protected(modules, ecsc, home):
         modules.backup.prune(str(ecsc), keep=0)
 
 
+def test_pruned_state_keeps_newest_and_protected_and_test_mode_deletes_nothing(
+    states, modules, ecsc, home
+):
+    _backups(modules, ecsc, ["t1", "t2", "t3", "t4"])
+    before = snapshot(home, with_mtime=True)
+    ret = states.backup.pruned(name=str(ecsc), keep=2, protect=["t1"], test=True)
+    assert ret.result is None and ret.changes == {"pruned": ["t2"]}
+    assert snapshot(home, with_mtime=True) == before
+    ret = states.backup.pruned(name=str(ecsc), keep=2, protect=["t1"])
+    assert ret.result is True and ret.changes == {"pruned": ["t2"]}
+    assert sorted(p.name for p in home.iterdir()) == ["ecsc", "ecsc_t1", "ecsc_t3", "ecsc_t4"]
+    ret = states.backup.pruned(name=str(ecsc), keep=2, protect=["t1"])
+    assert ret.result is True and ret.changes == {}
+
+
 # ------------------------------------------------------------------ states
 
 

@@ -1,0 +1,174 @@
+"""orch.compliance on the lab: a clean v2 lab passes every control, each injected drift is
+caught and named with its host and control, and the check itself changes nothing."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from lab import events
+from tests.integration.conftest import http_get
+from tests.integration.test_upgrade import V2, orchestrate, snapshot
+
+pytestmark = pytest.mark.lab
+
+CONTROLS = {"jvm-single", "health", "release", "tree-intact", "backup", "retention",
+            "no-leftovers"}
+
+
+def latest_report(lab):
+    path = lab.MASTER_DIR / "var" / "cache" / "salt" / "master" / "compliance" / "latest.json"
+    return json.loads(path.read_text())
+
+
+def check(lab):
+    """Run orch.compliance; (exit code, {(host, control): control report}, summary, events)."""
+    with events.Listener() as bus:
+        proc = orchestrate("orch.compliance")
+    report = latest_report(lab)
+    controls = {
+        (host["host"], control["id"]): control
+        for host in report["reports"] for control in host["controls"]
+    }
+    fired = [data for _, tag, data in bus.events if tag == "rollout/compliance/report"]
+    return proc, controls, report["summary"], fired
+
+
+def failed(controls):
+    return {key for key, control in controls.items() if control["status"] == "failed"}
+
+
+@pytest.fixture(scope="module")
+def v2_lab(lab, hosts):
+    """The lab upgraded to v2 by orch.upgrade, as after a release."""
+    lab.reset(None)
+    proc = orchestrate("orch.upgrade")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    return lab
+
+
+def test_clean_lab_passes_every_control_and_changes_nothing(v2_lab, hosts):
+    lab = v2_lab
+    before = snapshot(lab, hosts)
+    proc, controls, summary, fired = check(lab)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert {c for (_, c) in controls} == CONTROLS
+    assert len({h for (h, _) in controls}) == 8
+    assert failed(controls) == set()
+    assert summary["status"] == "passed" and summary["passed"] == 8
+    assert len(fired) == 1 and fired[0]["status"] == "passed"
+    after = snapshot(lab, hosts)
+    for host_id in hosts:
+        assert after[host_id]["pids"] == before[host_id]["pids"], host_id
+        assert after[host_id]["tree"] == before[host_id]["tree"], host_id  # hashes and mtimes
+        assert after[host_id]["home"] == before[host_id]["home"], host_id
+    # The readable table sits next to the JSON.
+    table = (lab.MASTER_DIR / "var/cache/salt/master/compliance/latest.txt").read_text()
+    assert "ecmc-1" in table and "tree-intact" in table
+
+
+def assert_caught(lab, host, control, found_text):
+    proc, controls, summary, fired = check(lab)
+    assert proc.returncode != 0
+    assert (host, control) in failed(controls), failed(controls)
+    assert found_text in json.dumps(controls[(host, control)]), controls[(host, control)]
+    assert {h for (h, _) in failed(controls)} == {host}, failed(controls)
+    assert summary["status"] == "failed"
+    assert any(f["host"] == host and f["control"] == control for f in summary["failed_controls"])
+    assert len(fired) == 1 and fired[0]["status"] == "failed"
+    return controls
+
+
+def program_dir(lab, hosts, host_id):
+    host = hosts[host_id]
+    return lab.in_root(host, host["conf"]["install_dir"])
+
+
+def test_edited_jar_is_named(v2_lab, hosts):
+    jar = program_dir(v2_lab, hosts, "ecmc-1") / "WEB-INF" / "lib" / "ecmc.jar"
+    original, st = jar.read_bytes(), jar.stat()
+    jar.write_bytes(original + b"patched by hand")
+    try:
+        assert_caught(v2_lab, "ecmc-1", "tree-intact", "WEB-INF/lib/ecmc.jar")
+    finally:
+        jar.write_bytes(original)
+        os.utime(jar, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_extra_file_is_named(v2_lab, hosts):
+    extra = program_dir(v2_lab, hosts, "schedule-2") / "lib" / "hotfix.jar"
+    extra.write_bytes(b"not from the release")
+    try:
+        assert_caught(v2_lab, "schedule-2", "tree-intact", "lib/hotfix.jar")
+    finally:
+        extra.unlink()
+
+
+def test_stopped_service(v2_lab, hosts):
+    lab, host = v2_lab, hosts["schedule-res-1"]
+    lab.stop_pids(lab.service_pids(host))
+    try:
+        controls = assert_caught(lab, "schedule-res-1", "jvm-single", "not running")
+        assert controls[("schedule-res-1", "health")]["status"] == "failed"
+    finally:
+        lab.start_service(host)
+        lab.wait_for(lambda: lab.health(host), 60, "schedule-res-1 health")
+
+
+def test_second_jvm_of_the_same_service(v2_lab, hosts, tmp_path):
+    lab, host = v2_lab, hosts["schedule-1"]
+    app = program_dir(lab, hosts, "schedule-1")
+    conf = tmp_path / "second.properties"
+    conf.write_text(f"bind.address=127.0.3.230\nhttp.port=8090\nlog.file={tmp_path}/second.log\n")
+    # Someone ran the service a second time from its own directory.
+    second = subprocess.Popen(
+        ["java", "-Xmx16m", "-XX:+UseSerialGC", "-Dservice.name=schedule", "-cp", "lib/schedule.jar",
+         "lab.standalone.Main", str(conf)],
+        cwd=app, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        lab.wait_for(lambda: http_get("http://127.0.3.230:8090/health")[0] == 200, 30,
+                     "the second JVM")
+        assert len(lab.service_pids(host)) == 2
+        assert_caught(lab, "schedule-1", "jvm-single", str(second.pid))
+    finally:
+        second.terminate()
+        second.wait(30)
+
+
+def test_deleted_backup(v2_lab, hosts):
+    backup = program_dir(v2_lab, hosts, "ecsc-2").with_name(f"ecsc_{V2}")
+    aside = v2_lab.LAB / "aside-backup"
+    backup.rename(aside)
+    try:
+        assert_caught(v2_lab, "ecsc-2", "backup", f"no backup {backup}")
+    finally:
+        aside.rename(backup)
+
+
+def test_corrupted_backup(v2_lab, hosts):
+    jar = program_dir(v2_lab, hosts, "ecmc-2").with_name(f"ecmc_{V2}") / "WEB-INF/lib/ecmc.jar"
+    original, st = jar.read_bytes(), jar.stat()
+    jar.write_bytes(b"\0" * len(original))
+    try:
+        assert_caught(v2_lab, "ecmc-2", "backup", "WEB-INF/lib/ecmc.jar")
+    finally:
+        jar.write_bytes(original)
+        os.utime(jar, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_one_host_of_a_pair_on_the_wrong_release(v2_lab, hosts):
+    proc = orchestrate("orch.rollback", {"hosts": ["ecsc-1"]})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    try:
+        controls = assert_caught(v2_lab, "ecsc-1", "release", V2)
+        assert controls[("ecsc-2", "release")]["status"] == "passed"
+    finally:
+        proc = orchestrate("orch.upgrade", {"hosts": ["ecsc-1"]})
+        assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_back_to_clean(v2_lab):
+    proc, controls, summary, _ = check(v2_lab)
+    assert proc.returncode == 0 and failed(controls) == set(), failed(controls)
