@@ -57,11 +57,11 @@ import re
 import shlex
 import signal as _signal
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
 
+import salt.utils.atomicfile
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
@@ -485,17 +485,8 @@ def _state_path(name):
 def _write_state(name, data):
     path = _state_path(name)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with salt.utils.atomicfile.atomic_open(path, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
 
 
 def _read_state(name):

@@ -62,9 +62,9 @@ import json
 import logging
 import os
 import re
-import tempfile
 
 import salt.client
+import salt.utils.atomicfile
 import salt.utils.event
 import salt.utils.minions
 
@@ -273,21 +273,8 @@ def render(summary, reports):
 
 
 def _write_atomic(path, text):
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with salt.utils.atomicfile.atomic_open(path, "w") as fh:
+        fh.write(text)
 
 
 def _local_client():

@@ -1,5 +1,6 @@
 """Shared test set-up: where the repo is, and its custom modules for Salt's loader."""
 
+import logging
 import pathlib
 
 import pytest
@@ -16,3 +17,9 @@ def repo_root():
 def salt_factories_config():
     # Keep the factories' log server on loopback like everything else here.
     return {"log_server_host": "127.0.0.1"}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # Salt's deferred log handlers flush at interpreter exit, after pytest closed the captured
+    # streams; without this each such record prints a "--- Logging error ---" traceback.
+    logging.raiseExceptions = False
