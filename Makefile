@@ -52,8 +52,11 @@ test-integration: deps
 test: deps
 	@$(PY) -m pytest tests -q
 
+# Speed and memory targets (figures, not tests): backup vs cp -a; lab-up from nothing, lab
+# memory, upgrade and compliance wall time (rebuilds the lab).
 bench: deps
 	@$(PY) bench/backup_bench.py
+	@$(PY) bench/lab_bench.py
 
 clean: lab-down
 	rm -rf .lab
