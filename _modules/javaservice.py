@@ -760,15 +760,23 @@ def pids(**identity):
     return [info["pid"] for info in matched]
 
 
-def status(name, **identity):
+def status(name, install_dir=None, **identity):
     """
-    Report whether the service runs: ``{"name", "running", "pids", "started", "cmdline", "cwd"}``
-    (``started`` is the ISO time the oldest of its JVMs started; ``cmdline``/``cwd`` are that
-    JVM's). With ``pidfile=`` the report also has ``"pidfile": {"path", "pid", "valid",
-    "reason"}``.
+    Report whether the service runs: ``{"name", "running", "pids", "started", "cmdline", "cwd",
+    "release", "release_note"}`` (``started`` is the ISO time the oldest of its JVMs started;
+    ``cmdline``/``cwd`` are that JVM's). With ``pidfile=`` the report also has
+    ``"pidfile": {"path", "pid", "valid", "reason"}``.
+
+    ``release`` is the release the running code came from: the program dir's deployed record
+    (``release.recorded``) when the JVM started after that deploy; ``None`` with a
+    ``release_note`` when it is not known (no record: deployed by hand; or the JVM is older
+    than the deploy, so it still runs the code from before).
 
     name
         The service's name (a label for the report).
+
+    install_dir
+        The program dir whose deployed record names the release (default: ``app_dir``).
 
     catalina_base / app_dir / pidfile
         The identity, see :func:`pids`.
@@ -777,7 +785,7 @@ def status(name, **identity):
 
     .. code-block:: bash
 
-        salt '*' javaservice.status ecsc catalina_base=/home/apache-tomcat-7.0.67
+        salt '*' javaservice.status ecsc catalina_base=/home/apache-tomcat-7.0.67 install_dir=/home/ecsc
         salt '*' javaservice.status schedule app_dir=/home/schedule
     """
     ident = _identity(identity)
@@ -789,15 +797,40 @@ def status(name, **identity):
         "started": None,
         "cmdline": [],
         "cwd": None,
+        "release": None,
+        "release_note": "not running",
     }
     if matched:
         oldest = min(matched, key=lambda info: info["create_time"])
         ret.update(
             started=_iso(oldest["create_time"]), cmdline=oldest["cmdline"], cwd=oldest["cwd"]
         )
+        if install_dir is None and ident["kind"] == "app_dir":
+            install_dir = ident["path"]
+        ret["release"], ret["release_note"] = _running_release(install_dir, oldest["create_time"])
     if report is not None:
         ret["pidfile"] = report
     return ret
+
+
+def _running_release(install_dir, started):
+    """(release, note): what the deployed record of install_dir says the JVM runs."""
+    if not install_dir:
+        return None, "no install_dir given"
+    if "release.recorded" not in __salt__:
+        return None, "the release module is not loaded"
+    record = __salt__["release.recorded"](install_dir)
+    if not record:
+        return None, f"no deployed record for {install_dir} (deployed by hand?)"
+    try:
+        deployed = datetime.datetime.fromisoformat(record["deployed"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return None, f"the deployed record of {install_dir} has no deploy time"
+    # psutil's start time runs up to a second early (whole-second boot time).
+    if started + 2 < deployed:
+        return None, (f"the JVM started before {record['release']} was deployed "
+                      f"({record['deployed']}): it runs the code from before")
+    return record["release"], f"deployed {record['deployed']}"
 
 
 def stop(name, signal="TERM", timeout=30, thread_dump=False, **identity):

@@ -6,7 +6,7 @@ import re
 import signal
 import sys
 import time
-from unittest.mock import patch
+from unittest.mock import MagicMock, patch
 
 import psutil
 import pytest
@@ -38,7 +38,7 @@ def configure_loader_modules(tmp_path):
         for fun in ("pids", "status", "stop", "start", "wait_ready", "tail")
     }
     return {
-        javaservice: {"__opts__": opts},
+        javaservice: {"__opts__": opts, "__salt__": {}},
         javaservice_state: {"__opts__": opts, "__salt__": salt_funcs},
     }
 
@@ -253,7 +253,30 @@ def test_status_reports_oldest(procs):
     assert st["started"].startswith(time.strftime("%Y", time.localtime(1000.0)))
     assert javaservice.status("ecsc", catalina_base="/home/none") == {
         "name": "ecsc", "running": False, "pids": [], "started": None, "cmdline": [], "cwd": None,
+        "release": None, "release_note": "not running",
     }
+
+
+@pytest.mark.parametrize(
+    "record, started, release, note",
+    [
+        (None, 5000.0, None, "deployed by hand"),
+        ({"release": "20170220", "deployed": "1970-01-01T01:00:00+00:00"}, 5000.0, "20170220",
+         "deployed 1970-01-01T01:00:00+00:00"),
+        ({"release": "20170220", "deployed": "1970-01-01T01:00:00+00:00"}, 1000.0, None,
+         "it runs the code from before"),
+    ],
+    ids=["no-record", "started-after-deploy", "started-before-deploy"],
+)
+def test_status_names_the_release_the_running_code_came_from(procs, record, started, release,
+                                                              note):
+    procs.append(tomcat(80, "/home/tomcat"))
+    procs[0]._create_time = started
+    recorded = MagicMock(return_value=record)
+    with patch.dict(javaservice.__salt__, {"release.recorded": recorded}):
+        st = javaservice.status("ecsc", catalina_base="/home/tomcat", install_dir="/home/ecsc")
+    recorded.assert_called_once_with("/home/ecsc")
+    assert st["release"] == release and note in st["release_note"]
 
 
 # --------------------------------------------------------------------------- signals and stop
