@@ -60,8 +60,10 @@ def http(url, status=200, contains=None, timeout=5):
     found = ret.get("status")
     body = ret.get("text") or ""
     if found != int(status):
+        # tornado reports no answer (refused, timed out) as status 599 with an error text.
+        why = f" ({ret['error']})" if ret.get("error") else ""
         raise CommandExecutionError(
-            f"{_where()}: GET {url} answered {found or ret.get('error')}, expected {status}"
+            f"{_where()}: GET {url} answered {found}{why}, expected {status}"
         )
     if contains is not None and str(contains) not in body:
         raise CommandExecutionError(

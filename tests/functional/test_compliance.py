@@ -366,7 +366,8 @@ def test_health_that_hangs_is_bounded(modules, host):
     with mock.patch.dict(globs, {"HEALTH_TIMEOUT": 0.5}):
         report = check(modules, host)
     assert control(report, "health")["status"] == "failed"
-    assert control(report, "health")["found"] == "no answer within 0.5s"
+    assert "timeout" in control(report, "health")["found"].lower(), control(report, "health")
+    assert report["seconds"] < 10  # bounded by probe.http's timeout, not the server
     assert statuses(report)["tree-intact"] == "passed"
 
 
