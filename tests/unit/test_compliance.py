@@ -7,7 +7,6 @@ report files and event.
 import importlib.util
 import json
 import os
-import threading
 from unittest.mock import MagicMock, patch
 
 import pytest
