@@ -16,7 +16,13 @@ every targeted host (answers, archive valid, disk room) -> per pair: host 1 (rel
 then host 2 only if host 1 passed every gate. A failed host rolls itself back to its backup.
 """
 
+import logging
+
+# The py renderer binds the name `salt` to __salt__: import the wheel client under its own.
+import salt.wheel as salt_wheel
 from salt.exceptions import SaltInvocationError
+
+log = logging.getLogger(__name__)
 
 
 def _step(sls, tgt, passthrough, **extra):
@@ -30,11 +36,15 @@ def _step(sls, tgt, passthrough, **extra):
 
 
 def _known_minions():
+    """Ids of the minions whose keys the master accepted (None when it cannot tell)."""
     try:
-        keys = __salt__["saltutil.wheel"]("key.list", "accepted")
-        return set(keys.get("return", keys).get("minions", []))
-    except Exception:  # pylint: disable=broad-except
-        return None  # cannot tell here: the pre-flight ping still catches a missing host
+        # __opts__ here is the loader's proxy: the client wants the plain dict.
+        with salt_wheel.WheelClient(dict(__opts__)) as wheel:
+            keys = wheel.cmd("key.list", ["accepted"], print_event=False)
+            return set(keys.get("minions", []))
+    except Exception as exc:  # pylint: disable=broad-except
+        log.warning("orch.upgrade: cannot list accepted minion keys: %s", exc)
+        return None  # the pre-flight, which every host must answer, still catches it
 
 
 def run():
