@@ -78,18 +78,12 @@ REPORT_JSON = "latest.json"
 REPORT_TXT = "latest.txt"
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 
-#: Control ids and titles in table order (the minion module's CONTROLS, repeated so the
-#: master does not need the minion module; tests/unit/test_compliance.py keeps them equal).
-CONTROLS = (
-    ("jvm-single", "the service's JVM runs exactly once"),
-    ("health", "the health URL answers 200 with the expected release"),
-    ("release", "the deployed release is the expected release"),
-    ("tree-intact", "the program dir matches its deployed record"),
-    ("backup", "the backup made for the release exists and verifies"),
-    ("retention", "no more backups than release:keep_backups"),
-    ("no-leftovers", "no staging dir, .previous tree or uploaded archive is left"),
-)
-CONTROL_IDS = tuple(cid for cid, _ in CONTROLS)
+
+def _controls():
+    """(id, title) of every control in table order, from the compliance module (synced to
+    the master with the states by `salt-run saltutil.sync_all`)."""
+    return [(c["id"], c["title"]) for c in __salt__["compliance.controls"]()]
+
 _MARK = {PASSED: "PASS", FAILED: "FAIL", SKIPPED: "SKIP"}
 
 
@@ -142,7 +136,7 @@ def _skipped_report(host, service, holder):
                 "found": found,
                 "evidence": holder,
             }
-            for cid, title in CONTROLS
+            for cid, title in _controls()
         ],
         "seconds": 0.0,
     }
@@ -237,14 +231,15 @@ def render(summary, reports):
         f"{summary['skipped']} skipped"
         + (f" (expected release {', '.join(releases)})" if releases else "")
     )
-    columns = ["HOST", "SERVICE", "STATUS"] + list(CONTROL_IDS)
+    control_ids = [cid for cid, _ in _controls()]
+    columns = ["HOST", "SERVICE", "STATUS"] + control_ids
     rows = []
     for report in reports:
         marks = {c.get("id"): _MARK.get(c.get("status"), "?") for c in report.get("controls") or []}
         rows.append(
             [report.get("host") or "?", report.get("service") or "-",
              _MARK.get(report.get("status"), "?")]
-            + [marks.get(cid, "-") for cid in CONTROL_IDS]
+            + [marks.get(cid, "-") for cid in control_ids]
         )
     widths = [max(len(str(row[i])) for row in [columns] + rows) for i in range(len(columns))]
 
