@@ -9,15 +9,10 @@ read from the master's event bus, as an operator would with ``salt-run state.eve
 
 import json
 import os
-import subprocess
 import sys
 import time
 
 from lab import events, labctl
-
-
-def _salt_env():
-    return {**os.environ, "PATH": f"{labctl.VENV_BIN}:{os.environ.get('PATH', '')}"}
 
 
 def event_printer():
@@ -33,6 +28,22 @@ def event_printer():
     return show
 
 
+def show_issues():
+    """#9427 as ecmc-1 answers it now, and schedule-1's newest money lines."""
+    ecmc = next(h for h in labctl.load_hosts() if h["id"] == "ecmc-1")
+    url = f"http://{ecmc['address']}:8080/ecmc/customers"
+    status, body = _get(url)
+    balance = next((c["balance"] for c in json.loads(body, parse_float=str)["customers"]
+                    if c["id"] == 1), None) if status == 200 else body
+    print(f"  #9427  GET {url} -> customer 1 balance {balance} (stored: 12.345)")
+    sched = next(h for h in labctl.load_hosts() if h["id"] == "schedule-1")
+    money = [line for line in labctl.app_log(sched).read_text().splitlines()
+             if "log.money." in line]
+    print("  log.money lines on schedule-1, newest two:")
+    for line in money[-2:]:
+        print("    " + line)
+
+
 def host_snapshot():
     rows = {}
     for host in labctl.load_hosts():
@@ -42,10 +53,8 @@ def host_snapshot():
 
 
 def orchestrate(sls, *extra):
-    return subprocess.run(
-        [str(labctl.VENV_BIN / "salt-run"), "--out=json", "state.orchestrate", sls, *extra],
-        cwd=labctl.REPO, env=_salt_env(), capture_output=True, text=True, timeout=1800,
-    )
+    return labctl.salt_cmd("salt-run", "--out=json", "state.orchestrate", sls, *extra,
+                           timeout=1800)
 
 
 def step_results(proc):
@@ -73,6 +82,8 @@ def main():
     labctl.up(None)
     if any(row["release"] != labctl.RELEASE_V1 for row in host_snapshot().values()):
         labctl.reset(None)
+    print("  the two issues as the runbook describes them (v1):")
+    show_issues()
     before = host_snapshot()
 
     print(f"\n== 2. salt-run state.orchestrate orch.upgrade  (v1 {labctl.RELEASE_V1}"
@@ -102,19 +113,8 @@ def main():
         print("\nFAILED:", json.dumps(failed, indent=2)[:4000] or proc.stdout[-4000:],
               proc.stderr[-2000:])
 
-    print("\n== 4. the fixed issues, on the running services")
-    ecmc = next(h for h in labctl.load_hosts() if h["id"] == "ecmc-1")
-    url = f"http://{ecmc['address']}:8080/ecmc/customers"
-    status, body = _get(url)
-    balance = next((c["balance"] for c in json.loads(body, parse_float=str)["customers"]
-                    if c["id"] == 1), None) if status == 200 else None
-    print(f"  #9427  GET {url} -> customer 1 balance {balance} (v1 showed 12.35)")
-    sched = next(h for h in labctl.load_hosts() if h["id"] == "schedule-1")
-    money = [line for line in labctl.app_log(sched).read_text().splitlines()
-             if "log.money." in line]
-    print("  log.money lines on schedule-1, last three (v1 had no timestamp):")
-    for line in money[-3:]:
-        print("    " + line)
+    print("\n== 4. the fixed issues, on the running services (v2)")
+    show_issues()
 
     print("\nThe lab stays up. Next:")
     print("  . .venv/bin/activate && salt-run state.orchestrate orch.rollback   # back to v1")
