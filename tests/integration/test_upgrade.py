@@ -274,3 +274,19 @@ def test_rerun_after_partial_failure_finishes_the_rest(lab, hosts, broken_releas
         assert after[host_id]["release"] == release, host_id
         if not host_id.startswith("ecmc"):
             assert after[host_id]["pids"] == before[host_id]["pids"], host_id  # not restarted
+
+
+def test_parallel_false_keeps_the_runbook_order(lab, hosts):
+    """One host at a time, in the runbook's order: each host is verified before the next one
+    is touched."""
+    with events.Listener() as bus:
+        proc = orchestrate("orch.upgrade", {"parallel": False})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    order = ["ecsc-1", "ecsc-2", "ecmc-1", "ecmc-2", "schedule-1", "schedule-2",
+             "schedule-res-1", "schedule-res-2"]
+    timeline = [(tag.split("/")[2], tag.split("/")[3]) for _, tag, _ in bus.events
+                if tag.startswith("rollout/upgrade/")]
+    assert [host for host, step in timeline if step == "staged"] == order
+    for before, after in zip(order, order[1:]):
+        assert timeline.index((before, "verified")) < timeline.index((after, "staged"))
+    assert all(snapshot(lab, hosts)[h]["release"] == V2 for h in hosts)
