@@ -9,6 +9,7 @@ Pillar layout (documented key by key in ``pillar.example``)::
     inventory:services:<service>: kind, hosts (ordered: host 1, host 2), install_dir,
                                   catalina_base, start, logs, ready, health_url, stop, keep
     inventory:services:<service>:hosts:<minion id>: address, root
+    inventory:order: minion ids in rollout order (host 1 before host 2 of each pair)
     release: id, source, sha256:<service>, keep_backups, checks:<service>
 
 A host's ``root`` (default ``''``) is prefixed to every path of that host: production hosts
@@ -98,6 +99,27 @@ def _validate_service(name, conf, release, archive=True):
         _fail(f"release:sha256:{name}", f"{sha!r} is not a sha256 (64 lowercase hex digits)")
 
 
+def _rollout_order(all_services, pillar=None):
+    """[(service, [hosts])] in rollout order: ``inventory:order`` (minion ids) when given.
+
+    A mapping's order does not survive a pillar merge (a command-line override that touches
+    one service moves it first), so the runbook's order is a list, which merges whole."""
+    order = _pillar("inventory:order", pillar=pillar)
+    if order is None:
+        return [(name, list((conf or {}).get("hosts") or {})) for name, conf in all_services.items()]
+    if isinstance(order, str) or not isinstance(order, (list, tuple)):
+        _fail("inventory:order", f"must be a list of minion ids, got {order!r}")
+    service_of = {h: n for n, c in all_services.items() for h in ((c or {}).get("hosts") or {})}
+    for host in order:
+        if host not in service_of:
+            _fail("inventory:order", f"{host!r} is not under inventory:services:*:hosts")
+    ranked = list(dict.fromkeys(order)) + [h for h in service_of if h not in order]
+    result = {}
+    for host in ranked:
+        result.setdefault(service_of[host], []).append(host)
+    return list(result.items())
+
+
 def _release(pillar=None):
     release = _pillar("release", pillar=pillar)
     if not isinstance(release, dict):
@@ -159,13 +181,13 @@ def plan(services=None, hosts=None, archive=True, pillar=None):
             if host not in seen:
                 _fail("hosts", f"unknown host {host!r} (known: {', '.join(seen)})")
     result = []
-    for name, conf in all_services.items():
+    for name, ordered_hosts in _rollout_order(all_services, pillar):
         if services is not None and name not in services:
             continue
-        targeted = [h for h in conf["hosts"] if hosts is None or h in hosts]
+        targeted = [h for h in ordered_hosts if hosts is None or h in hosts]
         if not targeted:
             continue
-        _validate_service(name, conf, release, archive=archive)
+        _validate_service(name, all_services[name], release, archive=archive)
         result.append({"service": name, "hosts": targeted})
     if not result:
         _fail("services", "the targeting selects no host")
@@ -260,7 +282,7 @@ def host(minion_id=None, release=None, archive=True, ready_release=None, pillar=
         checks.append(check)
     stop = {**DEFAULTS["stop"], **(conf.get("stop") or {})}
     stop["signal"] = str(stop["signal"]).upper().replace("SIG", "")
-    hosts = list(conf["hosts"])
+    hosts = dict(_rollout_order(services, pillar))[name]
     return {
         "id": minion_id,
         "service": name,

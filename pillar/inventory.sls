@@ -2,10 +2,13 @@
 # Paths are as on the real hosts; a host's `root` (default '') is prefixed to every path, which
 # is how the rehearsal lab gives each lab host its own filesystem (see pillar/lab.sls).
 inventory:
+  # The rollout order, the runbook's: ecsc, ecmc, schedule, schedule-res, host 1 before host 2
+  # of each pair. A list, because a mapping's order does not survive a pillar merge.
+  order: [ecsc-1, ecsc-2, ecmc-1, ecmc-2, schedule-1, schedule-2, schedule-res-1, schedule-res-2]
   services:
     ecsc:
       kind: tomcat
-      hosts:                              # upgraded in this order: host 1, then host 2
+      hosts:                              # minion id -> address (order: inventory:order)
         ecsc-1: {address: 25.0.3.17}
         ecsc-2: {address: 25.0.3.39}
       install_dir: /home/ecsc

@@ -8,7 +8,9 @@
 
 Targeting and policy from pillar: services, hosts (lists), parallel (default true: pairs run
 side by side; false keeps the runbook's order, one host at a time), failhard (stop the whole
-run at the first failed host).
+run at the first failed host; without it the other pairs go on). A failed host is still rolled
+back either way: failhard is built from requisites here, never passed to the minion, whose
+own failhard would skip the host's armed rollback.
 
 Steps: the inventory is validated while this file renders (a bad key fails the run before
 anything is touched) -> one rollout at a time (rolloutlock) -> modules synced -> pre-flight on
@@ -85,22 +87,25 @@ def run():
             expect_minions=True, require=[{"salt": "sync-modules"}],
         ),
     }
-    previous = None  # the runbook's order when not parallel: each host waits for the last
+    # Not parallel: steps run one at a time in the order written here, the runbook's order.
+    # A host after the first of its pair runs only if the one before it passed. failhard
+    # stops the whole run at the first failed host: one at a time, each host requires every
+    # host before it; in parallel, no pair goes on to its next host unless every pair's first
+    # host passed.
+    first_hosts = [f"upgrade-{pair['hosts'][0]}" for pair in plan]
+    done = []
     for pair in plan:
         before = None
         for host in pair["hosts"]:
-            requires = [{"salt": "preflight"}]
-            if before:
-                requires.append({"salt": before})
-            elif previous and not parallel:
-                requires.append({"salt": previous})
             sid = f"upgrade-{host}"
-            extra = {"expect_minions": True, "require": requires}
+            requires = ["preflight"] + ([before] if before else [])
+            if failhard:
+                requires += done if not parallel else (first_hosts if before else [])
+            extra = {"expect_minions": True,
+                     "require": [{"salt": r} for r in dict.fromkeys(requires)]}
             if parallel:
                 extra["parallel"] = True
-            if failhard:
-                extra["failhard"] = True
             states[sid] = _step("release.upgrade", host, passthrough, **extra)
             before = sid
-        previous = before
+            done.append(sid)
     return states

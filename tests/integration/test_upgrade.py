@@ -290,3 +290,29 @@ def test_parallel_false_keeps_the_runbook_order(lab, hosts):
     for before, after in zip(order, order[1:]):
         assert timeline.index((before, "verified")) < timeline.index((after, "staged"))
     assert all(snapshot(lab, hosts)[h]["release"] == V2 for h in hosts)
+
+
+def test_failhard_stops_the_whole_run_at_the_first_failed_host(lab, hosts):
+    """One host at a time with failhard: ecmc-1 fails, is rolled back, and nothing after it
+    is touched; the hosts before it stay upgraded."""
+    release = "20170222"
+    built = build.build_release(release, "v2", lab.ARTIFACTS)
+    built.update(build.build_release(release, "broken", lab.ARTIFACTS, services=["ecmc"]))
+    before = snapshot(lab, hosts)
+    pillar = {
+        "parallel": False, "failhard": True,
+        "release": {"id": release, "sha256": {svc: sha for svc, (_, sha) in built.items()}},
+        "inventory": {"services": {"ecmc": {"ready_timeout": 15}}},
+    }
+    try:
+        proc = orchestrate("orch.upgrade", pillar)
+    finally:
+        shutil.rmtree(lab.ARTIFACTS / release, ignore_errors=True)
+    assert proc.returncode != 0
+    after = snapshot(lab, hosts)
+    assert after["ecsc-1"]["release"] == release and after["ecsc-2"]["release"] == release
+    assert after["ecmc-1"]["release"] == before["ecmc-1"]["release"]  # rolled back, ready
+    assert after["ecmc-1"]["tree"] == before["ecmc-1"]["tree"]
+    for host_id in ("ecmc-2", "schedule-1", "schedule-2", "schedule-res-1", "schedule-res-2"):
+        assert after[host_id]["pids"] == before[host_id]["pids"], host_id
+        assert after[host_id]["tree"] == before[host_id]["tree"], host_id
