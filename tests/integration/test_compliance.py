@@ -1,6 +1,7 @@
 """orch.compliance on the lab: a clean v2 lab passes every control, each injected drift is
 caught and named with its host and control, and the check itself changes nothing."""
 
+import fcntl
 import json
 import os
 import subprocess
@@ -8,7 +9,7 @@ import subprocess
 import pytest
 
 from lab import events
-from tests.integration.conftest import http_get
+from tests.integration.conftest import REPO_ROOT, VENV_BIN, http_get
 from tests.integration.test_upgrade import V2, orchestrate, snapshot
 
 pytestmark = pytest.mark.lab
@@ -172,3 +173,38 @@ def test_one_host_of_a_pair_on_the_wrong_release(v2_lab, hosts):
 def test_back_to_clean(v2_lab):
     proc, controls, summary, _ = check(v2_lab)
     assert proc.returncode == 0 and failed(controls) == set(), failed(controls)
+
+
+def test_hosts_under_an_upgrade_are_skipped_not_drift(v2_lab, hosts):
+    """The scheduled check meeting an upgrade: the hosts the upgrade holds are reported
+    "skipped: upgrade in progress", not as drift."""
+    lock = v2_lab.MASTER_DIR / "var" / "cache" / "salt" / "master" / "rollout.lock"
+    upgrade = subprocess.Popen(
+        [str(VENV_BIN / "salt-run"), "state.orchestrate", "orch.upgrade",
+         'pillar={"services": ["ecmc"]}'],
+        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"},
+    )
+    try:
+        v2_lab.wait_for(lambda: lock_held(lock), 30, "the upgrade to take the rollout lock")
+        proc, controls, summary, _ = check(v2_lab)
+    finally:
+        assert upgrade.wait(300) == 0
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    skipped = {h for (h, _), c in controls.items() if c["status"] == "skipped"}
+    assert skipped == {"ecmc-1", "ecmc-2"}
+    assert "upgrade in progress" in controls[("ecmc-1", "jvm-single")]["found"]
+    assert summary["skipped"] == 2 and summary["passed"] == 6
+
+
+def lock_held(path):
+    """True while some process holds the rollout lock (flock, as rolloutlock takes it)."""
+    if not path.exists():
+        return False
+    with open(path, "rb") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
