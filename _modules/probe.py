@@ -8,14 +8,11 @@ Both raise ``CommandExecutionError`` with what was expected and what was found, 
 probe fails the state (and the orchestration) that runs it.
 """
 
-import logging
 import os
 import re
 import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
-
-log = logging.getLogger(__name__)
 
 __virtualname__ = "probe"
 

@@ -13,15 +13,12 @@ import json
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import tarfile
 import threading
-import time
 from unittest import mock
 
-import psutil
 import pytest
 
 RELEASE = "20170220"
