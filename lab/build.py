@@ -11,6 +11,9 @@ JVMs (schedule, schedule-res). Host-local ``conf/host.properties`` is never in a
 
 Variants: ``v1`` has the runbook's two bugs (#9427 balance rounded to 2 decimals; money log
 lines without timestamp), ``v2`` fixes them, ``broken`` starts a JVM that never becomes ready.
+Fault variants (v2 plus one misbehaviour, for the fault suite): ``ignore-term`` (only SIGKILL
+ends it), ``crashloop`` (exits 1.5 s after its started line), ``fatal-healthy`` (health 200 but
+logs ``java.lang.OutOfMemoryError``), ``silent`` (health 200, never logs its started line).
 
 All Java sources of a variant are compiled by one ``javac`` call into
 ``<build-dir>/<variant>-<release>/``, reused while the sources, release and variant are unchanged.
@@ -44,17 +47,33 @@ SERVLET_API_JAR = pathlib.Path("/usr/share/java/tomcat10-servlet-api.jar")
 RELEASE_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]*$")
 
 # Bump when the build's output changes for unchanged sources (invalidates the compile cache).
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 
 WEBAPP, STANDALONE = "webapp", "standalone"
 SERVICES = {"ecsc": WEBAPP, "ecmc": WEBAPP, "schedule": STANDALONE, "schedule-res": STANDALONE}
 
-# Which bugs each variant carries (compiled into lab.common.BuildInfo).
-_FLAGS = ("BUG_9427_ROUNDING", "BUG_MONEY_LOG_NO_TIMESTAMP", "BROKEN_STARTUP")
+# Which bugs and faults each variant carries (compiled into lab.common.BuildInfo). The fault
+# variants are v2 (both bugs fixed) plus one misbehaviour each, for tests/integration/test_faults.py.
+_FLAGS = ("BUG_9427_ROUNDING", "BUG_MONEY_LOG_NO_TIMESTAMP", "BROKEN_STARTUP", "IGNORE_TERM",
+          "CRASH_AFTER_READY", "FATAL_AFTER_READY", "NO_STARTED_LINE")
+
+
+def _variant(v1=False, fault=None):
+    return {flag: (v1 if flag.startswith("BUG_") else flag == fault) for flag in _FLAGS}
+
+
 VARIANTS = {
-    "v1": dict(zip(_FLAGS, (True, True, False))),
-    "v2": dict(zip(_FLAGS, (False, False, False))),
-    "broken": dict(zip(_FLAGS, (False, False, True))),
+    "v1": _variant(v1=True),
+    "v2": _variant(),
+    "broken": _variant(fault="BROKEN_STARTUP"),
+    # SIGTERM is ignored (logged): only SIGKILL ends the JVM.
+    "ignore-term": _variant(fault="IGNORE_TERM"),
+    # Logs its started line, answers health, then exits (status 1) CRASH_DELAY_MS later.
+    "crashloop": _variant(fault="CRASH_AFTER_READY"),
+    # Logs its started line and answers health 200, then logs java.lang.OutOfMemoryError.
+    "fatal-healthy": _variant(fault="FATAL_AFTER_READY"),
+    # Answers health 200 but never logs its started line (only an old line could match).
+    "silent": _variant(fault="NO_STARTED_LINE"),
 }
 
 # Java packages (source dirs under lab/services/<part>/src) that go into each kind of jar.
@@ -87,6 +106,15 @@ public final class BuildInfo {{
     public static final boolean BUG_MONEY_LOG_NO_TIMESTAMP = {BUG_MONEY_LOG_NO_TIMESTAMP};
     /** The service's JVM starts but never becomes ready (variant broken). */
     public static final boolean BROKEN_STARTUP = {BROKEN_STARTUP};
+    /** SIGTERM is ignored, only SIGKILL ends the JVM (variant ignore-term). */
+    public static final boolean IGNORE_TERM = {IGNORE_TERM};
+    /** Exits CRASH_DELAY_MS after its started line (variant crashloop). */
+    public static final boolean CRASH_AFTER_READY = {CRASH_AFTER_READY};
+    /** Logs java.lang.OutOfMemoryError after its started line, health stays 200 (fatal-healthy). */
+    public static final boolean FATAL_AFTER_READY = {FATAL_AFTER_READY};
+    /** Never logs its started line, health answers 200 (variant silent). */
+    public static final boolean NO_STARTED_LINE = {NO_STARTED_LINE};
+    public static final long CRASH_DELAY_MS = 1500;
 }}
 """
 

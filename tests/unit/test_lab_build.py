@@ -188,3 +188,17 @@ def test_cli_builds_selected_services(builds, cache_root, tmp_path):
          str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, check=False,
     )
     assert bad.returncode == 1 and "release id" in bad.stderr
+
+
+def test_fault_variants_are_v2_plus_one_fault():
+    faults = {"broken": "BROKEN_STARTUP", "ignore-term": "IGNORE_TERM",
+              "crashloop": "CRASH_AFTER_READY", "fatal-healthy": "FATAL_AFTER_READY",
+              "silent": "NO_STARTED_LINE"}
+    for variant, flag in faults.items():
+        flags = build.VARIANTS[variant]
+        assert {k for k, v in flags.items() if v} == {flag}, variant
+        assert set(flags) == set(build.VARIANTS["v2"])
+    # Every flag reaches the generated BuildInfo class.
+    source = build._BUILD_INFO.format(release=RELEASE, variant="crashloop", **{
+        k: str(v).lower() for k, v in build.VARIANTS["crashloop"].items()})
+    assert "CRASH_AFTER_READY = true;" in source and "IGNORE_TERM = false;" in source

@@ -17,6 +17,7 @@ import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import lab.common.BuildInfo;
+import lab.common.Faults;
 import lab.common.Json;
 import lab.common.LabLog;
 
@@ -116,8 +117,12 @@ public final class Main {
             System.err.println(service + ": cannot listen on " + address + ":" + port + ": " + e);
             Runtime.getRuntime().halt(1); // not exit(): the shutdown hook would turn it into 0
         }
-        log.info("Started " + service + " release=" + BuildInfo.RELEASE + " on " + address + ":"
-                + port);
+        Faults.ignoreTerm(log, service);
+        if (Faults.logsStarted()) {
+            log.info("Started " + service + " release=" + BuildInfo.RELEASE + " on " + address
+                    + ":" + port);
+        }
+        Faults.afterStarted(log, service);
 
         AtomicLong orders = new AtomicLong();
         ticker[0] = Executors.newSingleThreadScheduledExecutor(r -> {

@@ -6,6 +6,7 @@ import jakarta.servlet.ServletContextListener;
 import java.io.IOException;
 import java.nio.file.Path;
 import lab.common.BuildInfo;
+import lab.common.Faults;
 import lab.common.LabLog;
 
 /**
@@ -38,7 +39,11 @@ public final class LifecycleListener implements ServletContextListener {
                     + " is a broken build: refusing to start");
         }
         started = true;
-        log.info(service + " started release=" + BuildInfo.RELEASE);
+        Faults.ignoreTerm(log, service);
+        if (Faults.logsStarted()) {
+            log.info(service + " started release=" + BuildInfo.RELEASE);
+        }
+        Faults.afterStarted(log, service);
     }
 
     @Override
