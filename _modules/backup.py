@@ -24,22 +24,17 @@ restore staging ``<parent>/.<name>.restore-<random>``, live tree set aside durin
 :depends: - Python standard library only (hashlib, shutil, fcntl); Linux/POSIX
 """
 
-import concurrent.futures
 import datetime
 import errno
-import gc
-import hashlib
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
-import stat
 import tempfile
-import threading
 import time
 
+import salt.utils.files
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
@@ -56,13 +51,7 @@ __func_alias__ = {"list_": "list"}
 
 MANIFEST_NAME = ".backup-manifest.json"
 MANIFEST_FORMAT = 1
-TAG_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]*$")
 
-# Copy/hash buffer per worker thread; large enough that hashlib releases the GIL and that
-# most files of a program directory are read with a single read(2).
-_BUF_SIZE = 1 << 20
-# Worker threads for copying/hashing files (measured with bench/backup_bench.py).
-_WORKERS = max(1, min(4, os.cpu_count() or 1))
 # Free space required beyond the (block-rounded) tree size.
 _FREE_MARGIN_BYTES = 64 << 20
 _FREE_MARGIN_RATIO = 0.05
@@ -78,11 +67,9 @@ def __virtual__():
 # --------------------------------------------------------------------------- helpers
 
 
-def _minion_id():
-    try:
-        return __opts__.get("id", "unknown-minion")
-    except NameError:  # pragma: no cover - used outside the loader
-        return "unknown-minion"
+def _tree(func):
+    """A function of the shared tree helpers (_utils/rollout_tree.py)."""
+    return __utils__[f"rollout_tree.{func}"]
 
 
 def _msg(text, path=None, tag=None):
@@ -92,7 +79,7 @@ def _msg(text, path=None, tag=None):
     if tag is not None:
         where.append(f"tag {tag}")
     suffix = f" ({', '.join(where)})" if where else ""
-    return f"backup on minion {_minion_id()}: {text}{suffix}"
+    return f"backup on minion {__utils__['rollout_ids.minion_id']()}: {text}{suffix}"
 
 
 def _cee(text, path=None, tag=None):
@@ -110,9 +97,9 @@ def _check_tag(tag, path=None):
             tag = str(tag)
         else:
             raise _sie(f"tag must be a string, got {tag!r}", path, tag)
-    if not TAG_RE.fullmatch(tag):
+    if not __utils__['rollout_ids.is_name'](tag):
         raise _sie(
-            f"invalid tag {tag!r}: must match {TAG_RE.pattern}", path, tag
+            f"invalid tag {tag!r}: must match {__utils__['rollout_ids.name_pattern']()}", path, tag
         )
     return tag
 
@@ -140,51 +127,22 @@ def _tmp_prefix(name, tag):
     return f".{name}_{tag}.tmp-"
 
 
-def _fmt_mode(st_mode):
-    return f"{stat.S_IMODE(st_mode):04o}"
 
 
-def _chown_as():
-    """
-    Ownership is copied when running as root: returns the (uid, gid) new files get by
-    default (those need no chown), or None when not root (ownership is not copied).
-    """
-    if os.geteuid() != 0:
-        return None
-    return (os.geteuid(), os.getegid())
 
 
 def _now_iso():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
 
 
-def _rmtree(path):
-    """
-    Remove a tree, also when parts of it are read-only for a non-root user.
-    """
 
-    def _onerror(func, failed, exc_info):
-        exc = exc_info[1]
-        if isinstance(exc, FileNotFoundError):
-            return
-        if isinstance(exc, PermissionError):
-            try:
-                os.chmod(os.path.dirname(failed), 0o700)
-                if os.path.isdir(failed) and not os.path.islink(failed):
-                    os.chmod(failed, 0o700)
-                func(failed)
-                return
-            except OSError:
-                pass
-        raise exc
 
-    if os.path.islink(path) or not os.path.isdir(path):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        return
-    shutil.rmtree(path, onerror=_onerror)  # pylint: disable=deprecated-argument
+def _remove_tree(path):
+    """Remove a tree, file or symlink; a path already gone is fine."""
+    try:
+        salt.utils.files.rm_rf(path)
+    except FileNotFoundError:
+        pass
 
 
 def _lock_dir(path):
@@ -231,71 +189,15 @@ def _clean_stale(parent, prefix):
             continue
         try:
             log.warning("backup: removing stale work dir %s from an earlier run", entry.path)
-            _rmtree(entry.path)
+            _remove_tree(entry.path)
             removed.append(entry.path)
         finally:
             _unlock(fd)
     return removed
 
 
-class _Tree:
-    """
-    One lstat pass over a tree: the entries in discovery order (parents before children).
-    """
-
-    __slots__ = ("root", "root_stat", "dirs", "files", "links", "other")
-
-    def __init__(self, root):
-        self.root = root
-        self.root_stat = None
-        self.dirs = []  # (rel, stat) excluding the root
-        self.files = []  # (rel, stat)
-        self.links = []  # (rel, target, stat)
-        self.other = []  # rel of sockets, fifos, devices
-
-    @property
-    def nbytes(self):
-        return sum(st.st_size for _, st in self.files)
-
-    def rels(self):
-        return (
-            {rel for rel, _ in self.dirs}
-            | {rel for rel, _ in self.files}
-            | {rel for rel, _, _ in self.links}
-            | set(self.other)
-        )
 
 
-def _walk(root, skip_root_names=()):
-    """
-    Walk ``root`` (a directory; a symlink to a directory is followed at the top only)
-    without following symlinks below it.
-    """
-    tree = _Tree(root)
-    tree.root_stat = os.stat(root)
-    if not stat.S_ISDIR(tree.root_stat.st_mode):
-        raise NotADirectoryError(errno.ENOTDIR, "not a directory", root)
-    stack = [""]
-    while stack:
-        reldir = stack.pop()
-        absdir = os.path.join(root, reldir) if reldir else root
-        with os.scandir(absdir) as it:
-            for entry in it:
-                if not reldir and entry.name in skip_root_names:
-                    continue
-                rel = f"{reldir}/{entry.name}" if reldir else entry.name
-                st = entry.stat(follow_symlinks=False)
-                mode = st.st_mode
-                if stat.S_ISDIR(mode):
-                    tree.dirs.append((rel, st))
-                    stack.append(rel)
-                elif stat.S_ISREG(mode):
-                    tree.files.append((rel, st))
-                elif stat.S_ISLNK(mode):
-                    tree.links.append((rel, os.readlink(entry.path), st))
-                else:
-                    tree.other.append(rel)
-    return tree
 
 
 def _space_needed(tree):
@@ -321,265 +223,28 @@ def _check_space(where, needed, path, tag):
     return free
 
 
-_local = threading.local()
 
 
-def _buffer():
-    buf = getattr(_local, "buf", None)
-    if buf is None:
-        buf = _local.buf = bytearray(_BUF_SIZE)
-    return buf
 
 
-def _copy_file(src, dst, chown):
-    """
-    Copy one regular file, hashing exactly the bytes written. One read(2) per buffer feeds
-    both hashlib and write(2). Returns (sha256 hex, size, st_mode of the source).
-    """
-    buf = _buffer()
-    view = memoryview(buf)
-    digest = hashlib.sha256()
-    size = 0
-    # O_NONBLOCK: a file replaced by a FIFO since the walk must not hang the open.
-    fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        fout = os.open(
-            dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-        )
-        try:
-            while True:
-                n = os.readv(fin, (buf,))
-                if not n:
-                    break
-                chunk = view[:n]
-                digest.update(chunk)
-                written = os.write(fout, chunk)
-                while written < n:
-                    written += os.write(fout, chunk[written:])
-                size += n
-                if n < _BUF_SIZE:
-                    # A short read from a regular file is end of file: skip the extra
-                    # read(2) returning 0 (most files fit in one buffer).
-                    break
-            # fstat after the read: the metadata that goes with the bytes we have.
-            st = os.fstat(fin)
-            if not stat.S_ISREG(st.st_mode):
-                raise OSError(errno.EINVAL, "not a regular file", src)
-            if chown and (st.st_uid, st.st_gid) != chown:
-                os.fchown(fout, st.st_uid, st.st_gid)
-            os.fchmod(fout, stat.S_IMODE(st.st_mode))
-            os.utime(fout, ns=(st.st_atime_ns, st.st_mtime_ns))
-        finally:
-            os.close(fout)
-    finally:
-        os.close(fin)
-    return digest.hexdigest(), size, st.st_mode
 
 
-def _hash_file(path):
-    """
-    sha256, size and st_mode of one regular file (no symlink following).
-    """
-    buf = _buffer()
-    view = memoryview(buf)
-    digest = hashlib.sha256()
-    size = 0
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        while True:
-            n = os.readv(fd, (buf,))
-            if not n:
-                break
-            digest.update(view[:n])
-            size += n
-            if n < _BUF_SIZE:
-                break  # short read from a regular file: end of file
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", path)
-    finally:
-        os.close(fd)
-    return digest.hexdigest(), size, st.st_mode
 
 
-def _chunks(weights, parts):
-    """
-    Split indexes 0..n-1 into at most ``parts`` contiguous runs of about equal total weight.
-    """
-    total = sum(weights)
-    if parts <= 1 or len(weights) < 2 or not total:
-        return [list(range(len(weights)))] if weights else []
-    runs, current, acc, target = [], [], 0, total / parts
-    for index, weight in enumerate(weights):
-        current.append(index)
-        acc += weight
-        if acc >= target * (len(runs) + 1) and len(runs) < parts - 1:
-            runs.append(current)
-            current = []
-    if current:
-        runs.append(current)
-    return runs
 
 
-def _run_pool(func, jobs, weights):
-    """
-    Run ``func(*job)`` for every job and return the results in job order.
-
-    Jobs come in path order and are split into one contiguous run per worker thread,
-    balanced by ``weights``: each worker then mostly works in its own directories (two
-    threads creating files in the same ext4 directory slow each other down), while the
-    read/write syscalls and hashlib (large buffers) run outside the GIL. The cyclic GC is
-    paused meanwhile: a pass creates many small objects and a minion's heap is large.
-    """
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        runs = _chunks(weights, _WORKERS)
-        if len(runs) <= 1:
-            return [func(*job) for job in jobs]
-        results = [None] * len(jobs)
-
-        def _worker(run):
-            for index in run:
-                results[index] = func(*jobs[index])
-
-        with concurrent.futures.ThreadPoolExecutor(
-            max_workers=len(runs), thread_name_prefix="backup"
-        ) as pool:
-            futures = [pool.submit(_worker, run) for run in runs]
-            for future in futures:
-                future.result()
-        return results
-    finally:
-        if gc_was_enabled:
-            gc.enable()
 
 
-def _job_weight(size):
-    # Per-file cost (open/create/close/metadata) expressed in bytes of copying.
-    return size + (64 << 10)
 
 
-def _copy_tree(tree, dst):
-    """
-    Copy the walked ``tree`` into the existing empty directory ``dst``. The metadata of
-    ``dst`` itself is left to the caller (see _finish_dir). Returns the listing of what was
-    written, in manifest shape: {"files", "symlinks", "dirs"}.
-    """
-    chown = _chown_as()
-    if chown and os.stat(dst).st_mode & stat.S_ISGID:
-        chown = (-1, -1)  # new files take the setgid dir's group: always chown
-    src = tree.root
-    listing = {"files": {}, "symlinks": {}, "dirs": {".": _fmt_mode(tree.root_stat.st_mode)}}
-    for rel, _ in tree.dirs:
-        os.mkdir(os.path.join(dst, rel), 0o700)
-    for rel, target, st in tree.links:
-        link = os.path.join(dst, rel)
-        os.symlink(target, link)
-        if chown:
-            os.lchown(link, st.st_uid, st.st_gid)
-        os.utime(link, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-        listing["symlinks"][rel] = target
-    files = sorted(tree.files, key=lambda item: os.path.split(item[0]))
-    jobs = [(os.path.join(src, rel), os.path.join(dst, rel), chown) for rel, _ in files]
-    weights = [_job_weight(st.st_size) for _, st in files]
-    for (rel, _), (sha, size, mode) in zip(files, _run_pool(_copy_file, jobs, weights)):
-        listing["files"][rel] = {"sha256": sha, "size": size, "mode": _fmt_mode(mode)}
-    # Directory metadata bottom-up, after their content is written.
-    for rel, st in reversed(tree.dirs):
-        _finish_dir(os.path.join(dst, rel), st, chown)
-        listing["dirs"][rel] = _fmt_mode(st.st_mode)
-    return listing
 
 
-def _finish_dir(path, st, chown):
-    if chown:
-        os.chown(path, st.st_uid, st.st_gid)
-    os.chmod(path, stat.S_IMODE(st.st_mode))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def _scan(root, skip_manifest=False):
-    """
-    Listing of an existing tree in manifest shape, hashing every regular file; special
-    files are listed under "other".
-    """
-    tree = _walk(root, skip_root_names=(MANIFEST_NAME,) if skip_manifest else ())
-    listing = {
-        "files": {},
-        "symlinks": {rel: target for rel, target, _ in tree.links},
-        "dirs": {".": _fmt_mode(tree.root_stat.st_mode)},
-        "other": list(tree.other),
-    }
-    for rel, st in tree.dirs:
-        listing["dirs"][rel] = _fmt_mode(st.st_mode)
-    files = sorted(tree.files, key=lambda item: os.path.split(item[0]))
-    results = _run_pool(
-        _hash_file,
-        [(os.path.join(root, rel),) for rel, _ in files],
-        [_job_weight(st.st_size) for _, st in files],
-    )
-    for (rel, _), (sha, size, mode) in zip(files, results):
-        listing["files"][rel] = {"sha256": sha, "size": size, "mode": _fmt_mode(mode)}
-    return listing
 
 
-def _compare(expected, actual):
-    """
-    Compare a manifest (``expected``) with a listing of a tree (``actual``).
-    Returns {"ok", "modified", "missing", "added"} with sorted relative paths.
-    """
-    exp_files = expected.get("files", {})
-    exp_links = expected.get("symlinks", {})
-    exp_dirs = expected.get("dirs", {})
-    act_files = actual.get("files", {})
-    act_links = actual.get("symlinks", {})
-    act_dirs = actual.get("dirs", {})
-    act_all = set(act_files) | set(act_links) | set(act_dirs) | set(actual.get("other", ()))
-    modified, missing = [], []
-
-    def _field(entry, key):
-        value = entry.get(key)
-        return str(value) if key == "mode" and value is not None else value
-
-    for rel, want in exp_files.items():
-        have = act_files.get(rel)
-        if have is None:
-            (modified if rel in act_all else missing).append(rel)
-        elif any(_field(want, k) != _field(have, k) for k in ("sha256", "size", "mode")):
-            modified.append(rel)
-    for rel, target in exp_links.items():
-        if rel in act_links:
-            if act_links[rel] != target:
-                modified.append(rel)
-        else:
-            (modified if rel in act_all else missing).append(rel)
-    for rel, mode in exp_dirs.items():
-        if rel in act_dirs:
-            if str(act_dirs[rel]) != str(mode):
-                modified.append(rel)
-        else:
-            (modified if rel in act_all else missing).append(rel)
-    exp_all = set(exp_files) | set(exp_links) | set(exp_dirs)
-    added = sorted(act_all - exp_all)
-    modified.sort()
-    missing.sort()
-    return {
-        "ok": not (modified or missing or added),
-        "modified": modified,
-        "missing": missing,
-        "added": added,
-    }
 
 
-def _summary(diff, limit=5):
-    parts = []
-    for key in ("modified", "missing", "added"):
-        items = diff.get(key) or []
-        if items:
-            shown = ", ".join(items[:limit]) + (", ..." if len(items) > limit else "")
-            parts.append(f"{len(items)} {key} ({shown})")
-    return "; ".join(parts) or "no differences"
 
 
 def _build_manifest(source, tag, meta, listing, created=None):
@@ -588,7 +253,7 @@ def _build_manifest(source, tag, meta, listing, created=None):
         "source": source,
         "tag": tag,
         "created": created or _now_iso(),
-        "host": _minion_id(),
+        "host": __utils__['rollout_ids.minion_id'](),
         "meta": meta,
         "files": listing["files"],
         "symlinks": listing["symlinks"],
@@ -716,7 +381,7 @@ def create(path, tag, meta=None, test=False):
             raise _cee("source is not a directory", path, tag)
         raise _cee("source directory does not exist", path, tag)
     try:
-        tree = _walk(path)
+        tree = _tree('walk')(path)
     except OSError as exc:
         raise _cee(f"cannot read source tree: {exc}", path, tag) from None
     if any(rel == MANIFEST_NAME for rel in tree.rels()):
@@ -748,7 +413,7 @@ def create(path, tag, meta=None, test=False):
     lock = None
     try:
         lock = _lock_dir(tmp)
-        listing = _copy_tree(tree, tmp)
+        listing = _tree('copy')(tree, tmp)
         manifest_data = _build_manifest(path, tag, meta, listing)
         mpath = os.path.join(tmp, MANIFEST_NAME)
         with open(mpath, "x", encoding="utf-8") as handle:
@@ -756,20 +421,20 @@ def create(path, tag, meta=None, test=False):
             handle.write(json.dumps(manifest_data, sort_keys=True, separators=(",", ":")))
             handle.write("\n")
         os.chmod(mpath, 0o444)
-        _finish_dir(tmp, tree.root_stat, _chown_as())
+        _tree('finish_dir')(tmp, tree.root_stat, _tree('default_owner')())
         try:
             os.rename(tmp, bdir)
         except OSError as exc:
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and os.path.isdir(bdir):
                 # A concurrent run finished first: take its backup if it verifies.
-                _rmtree(tmp)
+                _remove_tree(tmp)
                 return _existing(path, tag, bdir, started, test)
             raise
     except (CommandExecutionError, SaltInvocationError):
-        _rmtree(tmp)
+        _remove_tree(tmp)
         raise
     except BaseException as exc:
-        _rmtree(tmp)
+        _remove_tree(tmp)
         if isinstance(exc, Exception):
             raise _cee(f"backup to {bdir} failed, nothing kept: {exc}", path, tag) from exc
         raise
@@ -804,7 +469,7 @@ def _existing(path, tag, bdir, started, test):
     diff = verify(path, tag)
     if not diff["ok"]:
         raise _cee(
-            f"{bdir} exists but does not verify against its manifest: {_summary(diff)}; "
+            f"{bdir} exists but does not verify against its manifest: {_tree('summary')(diff)}; "
             "not overwriting it",
             path,
             tag,
@@ -871,7 +536,7 @@ def list_(path):
         if not entry.name.startswith(prefix):
             continue
         tag = entry.name[len(prefix):]
-        if not TAG_RE.fullmatch(tag) or entry.is_symlink() or not entry.is_dir():
+        if not __utils__['rollout_ids.is_name'](tag) or entry.is_symlink() or not entry.is_dir():
             continue
         if not os.path.isfile(os.path.join(entry.path, MANIFEST_NAME)):
             continue
@@ -921,10 +586,10 @@ def verify(path, tag):
     """
     path, _, _, tag, bdir, data = _load(path, tag)
     try:
-        listing = _scan(bdir, skip_manifest=True)
+        listing = _tree('scan')(bdir, skip_root_names=(MANIFEST_NAME,))
     except OSError as exc:
         raise _cee(f"cannot read backup {bdir}: {exc}", path, tag) from None
-    return _compare(data, listing)
+    return _tree('compare')(data, listing)
 
 
 def restore(path, tag, test=False):
@@ -974,7 +639,7 @@ def restore(path, tag, test=False):
         raise _cee("live path is a symlink; refusing to replace it", path, tag)
     if os.path.isdir(path):
         try:
-            diff = _compare(data, _scan(path))
+            diff = _tree('compare')(data, _tree('scan')(path))
         except OSError as exc:
             raise _cee(f"cannot read live tree: {exc}", path, tag) from None
         if diff["ok"]:
@@ -983,7 +648,7 @@ def restore(path, tag, test=False):
     elif os.path.lexists(path):
         raise _cee("live path exists and is not a directory; refusing to replace it", path, tag)
     else:
-        diff = _compare(data, {})
+        diff = _tree('compare')(data, {})
     result["changed"] = True
     result["diff"] = {key: diff[key] for key in ("modified", "missing", "added")}
 
@@ -992,7 +657,7 @@ def restore(path, tag, test=False):
         check = verify(path, tag)
         if not check["ok"]:
             raise _cee(
-                f"backup {bdir} does not verify against its manifest: {_summary(check)}; "
+                f"backup {bdir} does not verify against its manifest: {_tree('summary')(check)}; "
                 "a restore would be refused",
                 path,
                 tag,
@@ -1015,24 +680,24 @@ def restore(path, tag, test=False):
     lock = None
     try:
         lock = _lock_dir(staging)
-        tree = _walk(bdir, skip_root_names=(MANIFEST_NAME,))
-        listing = _copy_tree(tree, staging)
+        tree = _tree('walk')(bdir, skip_root_names=(MANIFEST_NAME,))
+        listing = _tree('copy')(tree, staging)
         listing["other"] = list(tree.other)
-        check = _compare(data, listing)
+        check = _tree('compare')(data, listing)
         if not check["ok"]:
             raise _cee(
-                f"backup {bdir} does not verify against its manifest: {_summary(check)}; "
+                f"backup {bdir} does not verify against its manifest: {_tree('summary')(check)}; "
                 "nothing restored, live tree untouched",
                 path,
                 tag,
             )
-        _finish_dir(staging, tree.root_stat, _chown_as())
+        _tree('finish_dir')(staging, tree.root_stat, _tree('default_owner')())
         _swap(staging, path, parent, name)
     except (CommandExecutionError, SaltInvocationError):
-        _rmtree(staging)
+        _remove_tree(staging)
         raise
     except BaseException as exc:
-        _rmtree(staging)
+        _remove_tree(staging)
         if isinstance(exc, Exception):
             raise _cee(f"restore from {bdir} failed: {exc}", path, tag) from exc
         raise
@@ -1055,7 +720,7 @@ def _swap(staging, path, parent, name):
             os.rename(aside, path)
         raise
     if aside:
-        _rmtree(aside)
+        _remove_tree(aside)
 
 
 def prune(path, keep=3, protect=None, test=False):
@@ -1110,7 +775,7 @@ def prune(path, keep=3, protect=None, test=False):
         doomed = os.path.join(parent, f"{_tmp_prefix(name, tag)}{secrets.token_hex(6)}")
         try:
             os.rename(bdir, doomed)
-            _rmtree(doomed)
+            _remove_tree(doomed)
         except OSError as exc:
             raise _cee(
                 f"cannot delete backup {bdir}: {exc} (deleted so far: {deleted})", path, tag

@@ -1,40 +1,25 @@
-"""Unit tests for _modules/backup.py and _states/backup.py (logic, with the loader mocked)."""
+"""Unit tests for _modules/backup.py (logic, with the loader mocked)."""
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
-from unittest.mock import MagicMock, patch
+from unittest.mock import patch
 
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import load_repo_module, repo_utils
 
 MINION_ID = "unit-minion"
 
-
-def _load(kind):
-    spec = importlib.util.spec_from_file_location(
-        f"backup_{kind}_under_test", REPO_ROOT / f"_{kind}" / "backup.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-backup = _load("modules")
-backup_state = _load("states")
+backup = load_repo_module("modules", "backup")
 
 
 @pytest.fixture
 def configure_loader_modules():
     opts = {"id": MINION_ID, "test": False}
-    return {
-        backup: {"__opts__": opts},
-        backup_state: {"__opts__": opts, "__salt__": {}},
-    }
+    return {backup: {"__opts__": opts, "__utils__": repo_utils(opts)}}
 
 
 def _tree(root):
@@ -161,55 +146,6 @@ def test_underscore_tags_do_not_mix_up_sibling_dirs(tmp_path):
         backup.create(str(foo), "bar_1")
 
 
-# ------------------------------------------------------------------ comparison logic
-
-
-def _manifest():
-    return {
-        "files": {
-            "a.jar": {"sha256": "aa", "size": 2, "mode": "0644"},
-            "bin/run.sh": {"sha256": "bb", "size": 3, "mode": "0755"},
-        },
-        "symlinks": {"cur": "a.jar"},
-        "dirs": {".": "0755", "bin": "0755", "empty": "0700"},
-    }
-
-
-def test_compare_identical_is_ok():
-    diff = backup._compare(_manifest(), _manifest())
-    assert diff == {"ok": True, "modified": [], "missing": [], "added": []}
-
-
-def test_compare_reports_content_mode_link_changes_missing_and_added():
-    actual = _manifest()
-    actual["files"]["a.jar"]["sha256"] = "zz"
-    actual["files"]["bin/run.sh"]["mode"] = "0644"
-    actual["symlinks"]["cur"] = "elsewhere"
-    actual["dirs"]["empty"] = "0755"
-    del actual["dirs"]["bin"]
-    del actual["files"]["bin/run.sh"]
-    actual["files"]["new.txt"] = {"sha256": "cc", "size": 1, "mode": "0644"}
-    actual["other"] = ["fifo"]
-    diff = backup._compare(_manifest(), actual)
-    assert diff["ok"] is False
-    assert diff["modified"] == ["a.jar", "cur", "empty"]
-    assert diff["missing"] == ["bin", "bin/run.sh"]
-    assert diff["added"] == ["fifo", "new.txt"]
-
-
-def test_compare_type_change_is_modified_not_missing():
-    actual = _manifest()
-    del actual["symlinks"]["cur"]
-    actual["files"]["cur"] = {"sha256": "aa", "size": 2, "mode": "0644"}
-    diff = backup._compare(_manifest(), actual)
-    assert diff["modified"] == ["cur"] and not diff["missing"] and not diff["added"]
-
-
-def test_compare_against_nothing_lists_everything_missing():
-    diff = backup._compare(_manifest(), {})
-    assert diff["missing"] == [".", "a.jar", "bin", "bin/run.sh", "cur", "empty"]
-
-
 # ------------------------------------------------------------------ prune selection
 
 
@@ -247,7 +183,7 @@ def test_prune_uses_list_order_and_protect_string(tmp_path):
     listed = [{"tag": t} for t in ("d", "c", "b", "a")]
     with patch.object(backup, "list_", return_value=listed), patch.object(
         backup.os, "rename"
-    ) as rename, patch.object(backup, "_rmtree") as rmtree:
+    ) as rename, patch.object(backup, "_remove_tree") as rmtree:
         res = backup.prune(str(tmp_path / "ecsc"), keep=1, protect="b, a")
     assert res == {"deleted": ["c"], "kept": ["d", "b", "a"]}
     assert rename.call_args[0][0] == str(tmp_path / "ecsc_c")
@@ -274,7 +210,7 @@ def test_free_space_refusal_writes_nothing(tmp_path):
 
 def test_space_needed_covers_tree_plus_margin(tmp_path):
     src = _tree(tmp_path / "ecsc")
-    tree = backup._walk(str(src))
+    tree = backup._tree("walk")(str(src))
     needed = backup._space_needed(tree)
     assert needed >= tree.nbytes + backup._FREE_MARGIN_BYTES
 
@@ -285,57 +221,3 @@ def test_enough_space_in_test_mode_writes_nothing(tmp_path):
     res = backup.create(str(src), "20170220", test=True)
     assert res["created"] is True and res["test"] is True and res["files"] == 3
     assert _listing(tmp_path) == before
-
-
-# ------------------------------------------------------------------ states (module mocked)
-
-
-def test_state_present_test_mode_reports_plan():
-    create = MagicMock(
-        return_value={"path": "/home/ecsc_1", "created": True, "files": 3, "bytes": 42}
-    )
-    with patch.dict(backup_state.__salt__, {"backup.create": create}), patch.dict(
-        backup_state.__opts__, {"test": True}
-    ):
-        ret = backup_state.present("/home/ecsc", "1")
-    create.assert_called_once_with("/home/ecsc", "1", meta=None, test=True)
-    assert ret["result"] is None
-    assert ret["comment"] == "would back up /home/ecsc to /home/ecsc_1 (3 files, 42 bytes)"
-
-
-def test_state_present_existing_backup_is_no_change():
-    create = MagicMock(
-        return_value={"path": "/home/ecsc_1", "created": False, "files": 3, "bytes": 42}
-    )
-    with patch.dict(backup_state.__salt__, {"backup.create": create}):
-        ret = backup_state.present("/home/ecsc", "1")
-    assert ret["result"] is True and ret["changes"] == {}
-
-
-def test_state_exception_is_result_false_with_message():
-    create = MagicMock(side_effect=CommandExecutionError("backup on minion m: boom"))
-    restore = MagicMock(side_effect=SaltInvocationError("bad tag"))
-    with patch.dict(backup_state.__salt__, {"backup.create": create, "backup.restore": restore}):
-        ret = backup_state.present("/home/ecsc", "1")
-        assert ret["result"] is False and ret["comment"] == "backup on minion m: boom"
-        ret = backup_state.restored("/home/ecsc", "1")
-        assert ret["result"] is False and ret["comment"] == "bad tag"
-
-
-# ------------------------------------------------------------------ work split
-
-
-@pytest.mark.parametrize(
-    "weights,parts",
-    [([1] * 10, 2), ([100, 1, 1, 1, 1], 2), ([5], 3), ([1, 1], 4), ([0, 0, 0], 2), ([], 2)],
-)
-def test_chunks_are_contiguous_and_cover_every_job_once(weights, parts):
-    runs = backup._chunks(weights, parts)
-    assert [i for run in runs for i in run] == list(range(len(weights)))
-    assert len(runs) <= max(1, parts)
-    assert all(run for run in runs)
-
-
-def test_chunks_balance_weight():
-    runs = backup._chunks([1] * 10, 2)
-    assert [len(run) for run in runs] == [5, 5]

@@ -1,0 +1,425 @@
+"""
+One way to walk, hash, copy and compare a program directory tree, used by the ``backup``
+module (manifests, verify, restore), the ``release`` module (staging, deployed record) and,
+through those, by the compliance check.
+
+A *listing* describes a tree::
+
+    {"files":    {"<rel>": {"sha256": "<hex>", "size": <int>, "mode": "0644"}},
+     "symlinks": {"<rel>": "<link target>"},
+     "dirs":     {".": "0755", "<rel>": "0750"},
+     "other":    ["<rel>", ...]}          # sockets, FIFOs, devices (never copied)
+
+``compare(expected, actual)`` checks, per entry of ``expected``, only the fields it records
+(a deployed record keeps sha256 only; a backup manifest keeps sha256, size and mode), and
+directories only when ``expected`` lists them.
+
+Reached as ``__utils__["rollout_tree.<function>"]``.
+
+:depends: Linux/POSIX (os.readv, O_NOFOLLOW)
+"""
+
+import concurrent.futures
+import ctypes
+import ctypes.util
+import errno
+import gc
+import hashlib
+import os
+import stat
+import threading
+
+# Copy/hash buffer per worker thread; large enough that hashlib releases the GIL and that
+# most files of a program directory are read with a single read(2).
+_BUF_SIZE = 1 << 20
+# Worker threads for copying/hashing files (measured with bench/backup_bench.py).
+_WORKERS = max(1, min(4, os.cpu_count() or 1))
+_FILE_FIELDS = ("sha256", "size", "mode")
+
+_local = threading.local()
+
+
+class Tree:
+    """
+    One lstat pass over a tree: the entries in discovery order (parents before children).
+    """
+
+    __slots__ = ("root", "root_stat", "dirs", "files", "links", "other")
+
+    def __init__(self, root):
+        self.root = root
+        self.root_stat = None
+        self.dirs = []  # (rel, stat) excluding the root
+        self.files = []  # (rel, stat)
+        self.links = []  # (rel, target, stat)
+        self.other = []  # rel of sockets, fifos, devices
+
+    @property
+    def nbytes(self):
+        return sum(st.st_size for _, st in self.files)
+
+    def rels(self):
+        return (
+            {rel for rel, _ in self.dirs}
+            | {rel for rel, _ in self.files}
+            | {rel for rel, _, _ in self.links}
+            | set(self.other)
+        )
+
+
+def fmt_mode(st_mode):
+    """Permission bits as the 4-digit octal string listings use."""
+    return f"{stat.S_IMODE(st_mode):04o}"
+
+
+def walk(root, skip_root_names=()):
+    """
+    Walk ``root`` (a directory; a symlink to a directory is followed at the top only)
+    without following symlinks below it. Returns a ``Tree``.
+    """
+    tree = Tree(root)
+    tree.root_stat = os.stat(root)
+    if not stat.S_ISDIR(tree.root_stat.st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", root)
+    stack = [""]
+    while stack:
+        reldir = stack.pop()
+        absdir = os.path.join(root, reldir) if reldir else root
+        with os.scandir(absdir) as it:
+            for entry in it:
+                if not reldir and entry.name in skip_root_names:
+                    continue
+                rel = f"{reldir}/{entry.name}" if reldir else entry.name
+                st = entry.stat(follow_symlinks=False)
+                mode = st.st_mode
+                if stat.S_ISDIR(mode):
+                    tree.dirs.append((rel, st))
+                    stack.append(rel)
+                elif stat.S_ISREG(mode):
+                    tree.files.append((rel, st))
+                elif stat.S_ISLNK(mode):
+                    tree.links.append((rel, os.readlink(entry.path), st))
+                else:
+                    tree.other.append(rel)
+    return tree
+
+
+def _buffer():
+    buf = getattr(_local, "buf", None)
+    if buf is None:
+        buf = _local.buf = bytearray(_BUF_SIZE)
+    return buf
+
+
+def _read_hash(fin, fout, name):
+    """
+    The one read loop: hash every byte of ``fin`` and, when ``fout`` is not None, write the
+    very same bytes to it (one read(2) feeds both). Returns (sha256 hex, size, fstat).
+    """
+    buf = _buffer()
+    view = memoryview(buf)
+    digest = hashlib.sha256()
+    size = 0
+    while True:
+        n = os.readv(fin, (buf,))
+        if not n:
+            break
+        chunk = view[:n]
+        digest.update(chunk)
+        if fout is not None:
+            written = os.write(fout, chunk)
+            while written < n:
+                written += os.write(fout, chunk[written:])
+        size += n
+        if n < _BUF_SIZE:
+            # A short read from a regular file is end of file: skip the extra read(2)
+            # returning 0 (most files fit in one buffer).
+            break
+    # fstat after the read: the metadata that goes with the bytes we have.
+    st = os.fstat(fin)
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", name)
+    return digest.hexdigest(), size, st
+
+
+def _open_source(path):
+    # O_NONBLOCK: a file replaced by a FIFO since the walk must not hang the open.
+    return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
+def hash_file(path):
+    """
+    sha256, size and st_mode of one regular file (no symlink following, no FIFO hang).
+    """
+    fd = _open_source(path)
+    try:
+        sha, size, st = _read_hash(fd, None, path)
+    finally:
+        os.close(fd)
+    return sha, size, st.st_mode
+
+
+def copy_file(src, dst, chown=None):
+    """
+    Copy one regular file to the new file ``dst``, hashing exactly the bytes written; the
+    copy gets the source's mode and times, and its owner when ``chown`` is a (uid, gid)
+    differing from the source's (see ``copy``). Returns (sha256 hex, size, st_mode).
+    """
+    fin = _open_source(src)
+    try:
+        fout = os.open(
+            dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+        try:
+            sha, size, st = _read_hash(fin, fout, src)
+            if chown and (st.st_uid, st.st_gid) != chown:
+                os.fchown(fout, st.st_uid, st.st_gid)
+            os.fchmod(fout, stat.S_IMODE(st.st_mode))
+            os.utime(fout, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(fout)
+    finally:
+        os.close(fin)
+    return sha, size, st.st_mode
+
+
+def _chunks(weights, parts):
+    """
+    Split indexes 0..n-1 into at most ``parts`` contiguous runs of about equal total weight.
+    """
+    total = sum(weights)
+    if parts <= 1 or len(weights) < 2 or not total:
+        return [list(range(len(weights)))] if weights else []
+    runs, current, acc, target = [], [], 0, total / parts
+    for index, weight in enumerate(weights):
+        current.append(index)
+        acc += weight
+        if acc >= target * (len(runs) + 1) and len(runs) < parts - 1:
+            runs.append(current)
+            current = []
+    if current:
+        runs.append(current)
+    return runs
+
+
+def _run_pool(func, jobs, weights):
+    """
+    Run ``func(*job)`` for every job and return the results in job order.
+
+    Jobs come in path order and are split into one contiguous run per worker thread,
+    balanced by ``weights``: each worker then mostly works in its own directories (two
+    threads creating files in the same ext4 directory slow each other down), while the
+    read/write syscalls and hashlib (large buffers) run outside the GIL. The cyclic GC is
+    paused meanwhile: a pass creates many small objects and a minion's heap is large.
+    """
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        runs = _chunks(weights, _WORKERS)
+        if len(runs) <= 1:
+            return [func(*job) for job in jobs]
+        results = [None] * len(jobs)
+
+        def _worker(run):
+            for index in run:
+                results[index] = func(*jobs[index])
+
+        with concurrent.futures.ThreadPoolExecutor(
+            max_workers=len(runs), thread_name_prefix="rollout-tree"
+        ) as pool:
+            futures = [pool.submit(_worker, run) for run in runs]
+            for future in futures:
+                future.result()
+        return results
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _job_weight(size):
+    # Per-file cost (open/create/close/metadata) expressed in bytes of copying.
+    return size + (64 << 10)
+
+
+def _by_dir(files):
+    return sorted(files, key=lambda item: os.path.split(item[0]))
+
+
+def scan(root, skip_root_names=()):
+    """
+    Listing of the tree at ``root`` (see the module docstring), hashing every regular file.
+    """
+    tree = walk(root, skip_root_names=skip_root_names)
+    listing = {
+        "files": {},
+        "symlinks": {rel: target for rel, target, _ in tree.links},
+        "dirs": {".": fmt_mode(tree.root_stat.st_mode)},
+        "other": list(tree.other),
+    }
+    for rel, st in tree.dirs:
+        listing["dirs"][rel] = fmt_mode(st.st_mode)
+    files = _by_dir(tree.files)
+    results = _run_pool(
+        hash_file,
+        [(os.path.join(root, rel),) for rel, _ in files],
+        [_job_weight(st.st_size) for _, st in files],
+    )
+    for (rel, _), (sha, size, mode) in zip(files, results):
+        listing["files"][rel] = {"sha256": sha, "size": size, "mode": fmt_mode(mode)}
+    return listing
+
+
+def default_owner():
+    """
+    Ownership is copied when running as root: the (uid, gid) new files get by default
+    (those need no chown); None when not root (ownership is not copied).
+    """
+    if os.geteuid() != 0:
+        return None
+    return (os.geteuid(), os.getegid())
+
+
+def finish_dir(path, st, chown):
+    """Give the directory ``path`` the owner (if ``chown``), mode and times of ``st``."""
+    if chown:
+        os.chown(path, st.st_uid, st.st_gid)
+    os.chmod(path, stat.S_IMODE(st.st_mode))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def copy(tree, dst):
+    """
+    Copy the walked ``tree`` into the existing empty directory ``dst`` (symlinks as
+    symlinks, modes, times, owners when root; special files skipped), hashing while copying.
+    The metadata of ``dst`` itself is left to the caller (``finish_dir``). Returns the
+    listing of what was written.
+    """
+    chown = default_owner()
+    if chown and os.stat(dst).st_mode & stat.S_ISGID:
+        chown = (-1, -1)  # new files take the setgid dir's group: always chown
+    src = tree.root
+    listing = {
+        "files": {},
+        "symlinks": {},
+        "dirs": {".": fmt_mode(tree.root_stat.st_mode)},
+        "other": list(tree.other),
+    }
+    for rel, _ in tree.dirs:
+        os.mkdir(os.path.join(dst, rel), 0o700)
+    for rel, target, st in tree.links:
+        link = os.path.join(dst, rel)
+        os.symlink(target, link)
+        if chown:
+            os.lchown(link, st.st_uid, st.st_gid)
+        os.utime(link, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        listing["symlinks"][rel] = target
+    files = _by_dir(tree.files)
+    jobs = [(os.path.join(src, rel), os.path.join(dst, rel), chown) for rel, _ in files]
+    weights = [_job_weight(st.st_size) for _, st in files]
+    for (rel, _), (sha, size, mode) in zip(files, _run_pool(copy_file, jobs, weights)):
+        listing["files"][rel] = {"sha256": sha, "size": size, "mode": fmt_mode(mode)}
+    # Directory metadata bottom-up, after their content is written.
+    for rel, st in reversed(tree.dirs):
+        finish_dir(os.path.join(dst, rel), st, chown)
+        listing["dirs"][rel] = fmt_mode(st.st_mode)
+    return listing
+
+
+def compare(expected, actual, ignore=()):
+    """
+    Compare the listing ``expected`` (a manifest or record) with ``actual`` (a scan).
+    Paths in ``ignore`` are not compared. Returns ``{"ok", "modified", "missing",
+    "added"}`` with sorted relative paths; a path whose type changed is ``modified``.
+    """
+    ignore = set(ignore)
+    exp_files = expected.get("files") or {}
+    exp_links = expected.get("symlinks") or {}
+    exp_dirs = expected.get("dirs")
+    act_files = actual.get("files") or {}
+    act_links = actual.get("symlinks") or {}
+    act_dirs = actual.get("dirs") or {}
+    act_all = set(act_files) | set(act_links) | set(actual.get("other") or ())
+    exp_all = set(exp_files) | set(exp_links)
+    if exp_dirs is not None:
+        act_all |= set(act_dirs)
+        exp_all |= set(exp_dirs)
+    modified, missing = [], []
+
+    def _absent(rel):
+        (modified if rel in act_all else missing).append(rel)
+
+    for rel, want in exp_files.items():
+        if rel in ignore:
+            continue
+        have = act_files.get(rel)
+        if have is None:
+            _absent(rel)
+        elif any(str(want[k]) != str(have.get(k)) for k in _FILE_FIELDS if k in want):
+            modified.append(rel)
+    for rel, target in exp_links.items():
+        if rel in ignore:
+            continue
+        if rel in act_links:
+            if act_links[rel] != target:
+                modified.append(rel)
+        else:
+            _absent(rel)
+    for rel, mode in (exp_dirs or {}).items():
+        if rel in ignore:
+            continue
+        if rel in act_dirs:
+            if str(act_dirs[rel]) != str(mode):
+                modified.append(rel)
+        else:
+            _absent(rel)
+    added = sorted(act_all - exp_all - ignore)
+    modified.sort()
+    missing.sort()
+    return {
+        "ok": not (modified or missing or added),
+        "modified": modified,
+        "missing": missing,
+        "added": added,
+    }
+
+
+def summary(diff, limit=5):
+    """One line naming the first differences of a ``compare`` result."""
+    parts = []
+    for key in ("modified", "missing", "added"):
+        items = diff.get(key) or []
+        if items:
+            shown = ", ".join(items[:limit]) + (", ..." if len(items) > limit else "")
+            parts.append(f"{len(items)} {key} ({shown})")
+    return "; ".join(parts) or "no differences"
+
+
+_libc = None
+
+
+def sync_tree(path):
+    """
+    Flush everything written to the filesystem of ``path`` to disk (syncfs(2) on that
+    filesystem only; os.sync() where syncfs is unavailable), then fsync ``path``'s parent
+    directory so a rename that follows is ordered after the data.
+    """
+    global _libc  # pylint: disable=global-statement
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        syncfs = getattr(_libc, "syncfs", None)
+        if syncfs is None or syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def fsync_dir(path):
+    """fsync a directory (makes renames/creations in it durable)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
