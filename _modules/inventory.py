@@ -2,59 +2,116 @@
 The upgrade inventory: which services run on which hosts, with every path, command, check and
 release parameter of one host resolved from pillar, and validated before anything is touched.
 
-:depends: none (reads pillar keys ``inventory`` and ``release``; see pillar.example)
+:depends: the repo's ``_utils/rollout_ids.py`` (``saltutil.sync_all``; the master gets it
+          with ``salt-run saltutil.sync_all`` for the orchestration's render)
 
 Pillar layout (documented key by key in ``pillar.example``)::
 
     inventory:services:<service>: kind, hosts (ordered: host 1, host 2), install_dir,
-                                  catalina_base, start, logs, ready, health_url, stop, keep
+                                  catalina_base, start, main, user, logs, ready, fatal,
+                                  health_url, stop, ready_timeout, settle, keep
     inventory:services:<service>:hosts:<minion id>: address, root
     inventory:order: minion ids in rollout order (host 1 before host 2 of each pair)
     release: id, source, sha256:<service>, keep_backups, checks:<service>
 
 A host's ``root`` (default ``''``) is prefixed to every path of that host: production hosts
 use the runbook's paths as they are; each rehearsal-lab host has its own root.
+
+Two checks, so a bad pillar value never stops a service:
+
+- :func:`plan` (the orchestration's render, on the master) and :func:`host` check every value
+  of every targeted service and host from the pillar alone: types, absolute and normalised
+  paths that are not a system directory, regexes that compile, health and check URLs that are
+  http(s) to the host's own address. Every problem is named by its pillar key, all at once.
+- :func:`check_host` (pre-flight, on each minion, read-only) checks what only the host can
+  tell: the start program exists and is executable in its cwd, the directories and log dirs
+  exist and do not resolve to a system directory, the user exists, the address is the host's.
 """
 
 import copy
+import ipaddress
 import logging
 import os
+import posixpath
+import pwd
 import re
+import shlex
+import shutil
+import socket
+import urllib.parse
 
-from salt.exceptions import SaltInvocationError
+import salt.utils.data
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
 
 __virtualname__ = "inventory"
 
 KINDS = ("tomcat", "standalone")
-SIGNALS = ("TERM", "KILL", "INT", "QUIT", "HUP", "15", "9", "2", "3", "1")
-TAG_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]*$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 DEFAULTS = {
     "stop": {"signal": "TERM", "timeout": 30, "thread_dump": False},
     "ready_timeout": 120,
+    "settle": 3,
     "keep": [],
     "start": ["sh", "startup.sh"],
 }
+# Every key a service, host entry or stop policy may carry: a misspelt key (`ready_timout`)
+# would otherwise fall back to a default without a word.
+SERVICE_KEYS = ("kind", "hosts", "install_dir", "catalina_base", "start", "main", "user", "logs",
+                "ready", "fatal", "health_url", "stop", "ready_timeout", "settle", "keep")
+HOST_KEYS = ("address", "root")
+STOP_KEYS = ("signal", "timeout", "thread_dump")
+# A program dir is replaced whole and a Tomcat base names the JVM to stop: none of them may be
+# the filesystem's own directories (nor a top-level one, e.g. /home).
+SYSTEM_DIRS = frozenset((
+    "/usr/bin", "/usr/sbin", "/usr/lib", "/usr/lib64", "/usr/libexec", "/usr/local",
+    "/usr/local/bin", "/usr/local/sbin", "/usr/local/lib", "/usr/share", "/usr/include",
+    "/usr/src", "/var/lib", "/var/log", "/var/tmp", "/var/cache", "/var/spool", "/var/run",
+    "/var/mail", "/var/backups", "/var/opt", "/etc/default", "/etc/init.d", "/etc/systemd",
+))
+PSEUDO_FS = ("/proc", "/sys", "/dev", "/run")
+# A start command run through one of these names a script: it must exist in the cwd too.
+SHELLS = ("sh", "bash", "dash", "ksh", "zsh")
+JAVA_CLASS_RE = re.compile(r"^[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*$")
+USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$")
+HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                         r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
 
 def __virtual__():
     return __virtualname__
 
 
-def _pillar(key, default=None, pillar=None):
-    # __pillar__ (and a renderer's __pillar__ passed in) is a loader-context proxy, not a dict.
-    value = dict(pillar if pillar is not None else __pillar__)
-    for part in key.split(":"):
-        if not isinstance(value, dict) or part not in value:
-            return default
-        value = value[part]
-    return value
+class _Problems:
+    """Every problem found, each ``(pillar key, message)``; raised together, so one run of the
+    check names them all."""
+
+    def __init__(self):
+        self.items = []
+
+    def add(self, key, message):
+        self.items.append((key, message))
+
+    def __bool__(self):
+        return bool(self.items)
+
+    def text(self):
+        return "; ".join(f"pillar {key}: {message}" for key, message in self.items)
+
+    def raise_if_any(self, error=SaltInvocationError, prefix=""):
+        if self.items:
+            raise error(prefix + self.text())
 
 
 def _fail(key, message):
     raise SaltInvocationError(f"pillar {key}: {message}")
+
+
+def _pillar(key, default=None, pillar=None):
+    # __pillar__ (and a renderer's __pillar__ passed in) is a loader-context proxy, not a dict.
+    data = dict(pillar if pillar is not None else __pillar__)
+    return salt.utils.data.traverse_dict_and_list(data, key, default, delimiter=":")
 
 
 def _services(pillar=None):
@@ -64,39 +121,272 @@ def _services(pillar=None):
     return services
 
 
-def _validate_service(name, conf, release, archive=True):
+def _is_seconds(value, minimum_excluded=True):
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    return value > 0 if minimum_excluded else value >= 0
+
+
+def _check_path(problems, key, value, directory=True):
+    """An absolute, normalised path that is not a system directory; False if not."""
+    if not isinstance(value, str) or not value:
+        problems.add(key, f"must be an absolute path, got {value!r}")
+        return False
+    if not value.startswith("/"):
+        problems.add(key, f"{value!r} is not an absolute path")
+        return False
+    norm = posixpath.normpath(value)
+    if norm != value or value.startswith("//"):
+        problems.add(key, f"{value!r} is not normalised (write {norm!r})")
+        return False
+    if any(norm == fs or norm.startswith(fs + "/") for fs in PSEUDO_FS):
+        problems.add(key, f"{value!r} is on a system pseudo filesystem")
+        return False
+    if directory and (norm.count("/") < 2 or norm in SYSTEM_DIRS):
+        problems.add(key, f"{value!r} is a system directory")
+        return False
+    if not directory and (norm.count("/") < 2 or norm in SYSTEM_DIRS):
+        problems.add(key, f"{value!r} is a system directory, not a file")
+        return False
+    return True
+
+
+def _check_regex(problems, key, text, fields):
+    """``text`` (a str) compiles once its {placeholders} are filled; False if not."""
+    if not isinstance(text, str) or not text:
+        problems.add(key, f"must be a regular expression, got {text!r}")
+        return False
+    for values in fields:
+        try:
+            re.compile(_fill(text, **values))
+        except re.error as exc:
+            problems.add(key, f"{text!r} is not a valid regular expression: {exc}")
+            return False
+    return True
+
+
+def _start_argv(problems, key, value):
+    """The start command as a list of words: a string is split like shell words (shlex), but
+    it is never run through a shell."""
+    if value is None:
+        return list(DEFAULTS["start"])
+    if isinstance(value, str):
+        try:
+            argv = shlex.split(value)
+        except ValueError as exc:
+            problems.add(key, f"{value!r} cannot be split into words: {exc}")
+            return None
+    elif isinstance(value, (list, tuple)) and all(
+            isinstance(arg, (str, int)) and not isinstance(arg, bool) for arg in value):
+        argv = [str(arg) for arg in value]
+    else:
+        problems.add(key, f"must be a list of words or a string, got {value!r}")
+        return None
+    if not argv or not argv[0].strip():
+        problems.add(key, f"{value!r} names no program")
+        return None
+    program = argv[0]
+    if program.startswith("/"):
+        if not _check_path(problems, key, program, directory=False):
+            return None
+    elif ".." in program.split("/"):
+        problems.add(key, f"program {program!r} must not leave its cwd ('..')")
+        return None
+    return argv
+
+
+def _check_patterns(problems, key, value, logs, release_id, required):
+    if value is None and not required:
+        return
+    if not isinstance(value, (list, tuple)) or (required and not value):
+        problems.add(key, "must be a list of {log: <name of a log>, pattern: <regex>}")
+        return
+    # The upgrade fills {release} with the release id, a rollback with \S+: both must compile.
+    fields = [{"release": re.escape(release_id), "service": "s", "address": "127.0.0.1"},
+              {"release": r"\S+", "service": "s", "address": "127.0.0.1"}]
+    for index, item in enumerate(value):
+        if not isinstance(item, dict) or set(item) != {"log", "pattern"}:
+            problems.add(f"{key}:{index}", f"{item!r} must be {{log: <name>, pattern: <regex>}}")
+            continue
+        if not isinstance(item["log"], str) or item["log"] not in logs:
+            problems.add(f"{key}:{index}:log",
+                         f"{item['log']!r} must name one of the logs {sorted(logs)}")
+        _check_regex(problems, f"{key}:{index}:pattern", item["pattern"], fields)
+
+
+def _check_main(problems, key, value):
+    """A main class (``lab.standalone.Main``) or the jar of ``java -jar`` (path ending .jar,
+    relative to the program dir or absolute)."""
+    if not isinstance(value, str) or not value:
+        problems.add(key, f"must be a main class or a .jar path, got {value!r}")
+    elif value.endswith(".jar"):
+        if value.startswith("/"):
+            _check_path(problems, key, value, directory=False)
+        elif ".." in value.split("/") or posixpath.normpath(value) != value:
+            problems.add(key, f"{value!r} must be a normalised path inside the program dir")
+    elif not JAVA_CLASS_RE.match(value):
+        problems.add(key, f"{value!r} is neither a Java class name nor a .jar path")
+
+
+def _check_service(problems, name, conf, release, archive):
+    """Every service-level value of one service; returns False when it cannot be resolved."""
     key = f"inventory:services:{name}"
     if not isinstance(conf, dict):
-        _fail(key, "must be a mapping")
-    if conf.get("kind") not in KINDS:
-        _fail(f"{key}:kind", f"{conf.get('kind')!r} is not one of {', '.join(KINDS)}")
+        problems.add(key, "must be a mapping")
+        return False
+    before = len(problems.items)
+    for extra in sorted(set(conf) - set(SERVICE_KEYS)):
+        problems.add(f"{key}:{extra}", f"unknown key (known: {', '.join(SERVICE_KEYS)})")
+    kind = conf.get("kind")
+    if kind not in KINDS:
+        problems.add(f"{key}:kind", f"{kind!r} is not one of {', '.join(KINDS)}")
     hosts = conf.get("hosts")
     if not isinstance(hosts, dict) or not hosts:
-        _fail(f"{key}:hosts", "needs at least one host")
+        problems.add(f"{key}:hosts", "needs at least one host")
     for field in ("install_dir", "health_url", "logs", "ready"):
         if not conf.get(field):
-            _fail(f"{key}:{field}", "is required")
-    if conf["kind"] == "tomcat" and not conf.get("catalina_base"):
-        _fail(f"{key}:catalina_base", "is required for a tomcat service")
-    if not os.path.isabs(conf["install_dir"]):
-        _fail(f"{key}:install_dir", f"{conf['install_dir']!r} is not an absolute path")
-    stop = {**DEFAULTS["stop"], **(conf.get("stop") or {})}
-    if str(stop["signal"]).upper().replace("SIG", "") not in SIGNALS:
-        _fail(f"{key}:stop:signal", f"unknown signal {stop['signal']!r}")
+            problems.add(f"{key}:{field}", "is required")
+    if conf.get("install_dir"):
+        _check_path(problems, f"{key}:install_dir", conf["install_dir"])
+    if kind == "tomcat":
+        if not conf.get("catalina_base"):
+            problems.add(f"{key}:catalina_base", "is required for a tomcat service")
+        else:
+            _check_path(problems, f"{key}:catalina_base", conf["catalina_base"])
+        if "main" in conf:
+            problems.add(f"{key}:main", "is for standalone services (Tomcat's JVM runs its "
+                                        "bootstrap class)")
+    elif kind == "standalone" and "main" in conf:
+        _check_main(problems, f"{key}:main", conf["main"])
+    if "user" in conf and not (isinstance(conf["user"], str) and USER_RE.match(conf["user"])):
+        problems.add(f"{key}:user", f"{conf['user']!r} is not a user name")
+    _start_argv(problems, f"{key}:start", conf.get("start"))
+    logs = conf.get("logs")
+    if logs and not isinstance(logs, dict):
+        problems.add(f"{key}:logs", "must map a log name to its absolute path")
+        logs = {}
+    for log_name, path in (logs or {}).items():
+        _check_path(problems, f"{key}:logs:{log_name}", path, directory=False)
+    release_id = str(release.get("id", ""))
+    if conf.get("ready"):
+        _check_patterns(problems, f"{key}:ready", conf["ready"], logs or {}, release_id, True)
+    _check_patterns(problems, f"{key}:fatal", conf.get("fatal"), logs or {}, release_id, False)
+    if conf.get("health_url") is not None and not isinstance(conf.get("health_url"), str):
+        problems.add(f"{key}:health_url", f"must be a URL, got {conf['health_url']!r}")
+    stop = conf.get("stop") or {}
+    if not isinstance(stop, dict):
+        problems.add(f"{key}:stop", "must be a mapping (signal, timeout, thread_dump)")
+        stop = {}
+    for extra in sorted(set(stop) - set(STOP_KEYS)):
+        problems.add(f"{key}:stop:{extra}", f"unknown key (known: {', '.join(STOP_KEYS)})")
+    stop = {**DEFAULTS["stop"], **stop}
+    try:
+        __utils__["rollout_ids.parse_signal"](stop["signal"])
+    except SaltInvocationError:
+        problems.add(f"{key}:stop:signal", f"unknown signal {stop['signal']!r}")
+    if not isinstance(stop["thread_dump"], bool):
+        problems.add(f"{key}:stop:thread_dump", f"must be true or false, got {stop['thread_dump']!r}")
     for tkey, value in (("stop:timeout", stop["timeout"]),
                         ("ready_timeout", conf.get("ready_timeout", DEFAULTS["ready_timeout"]))):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-            _fail(f"{key}:{tkey}", f"must be a positive number of seconds, got {value!r}")
-    for item in conf["ready"]:
-        if not isinstance(item, dict) or item.get("log") not in conf["logs"]:
-            _fail(f"{key}:ready", f"{item!r} must name one of the logs {sorted(conf['logs'])}")
-    if not archive:
+        if not _is_seconds(value):
+            problems.add(f"{key}:{tkey}", f"must be a positive number of seconds, got {value!r}")
+    settle = conf.get("settle", DEFAULTS["settle"])
+    if not _is_seconds(settle, minimum_excluded=False):
+        problems.add(f"{key}:settle", f"must be a number of seconds >= 0, got {settle!r}")
+    keep = conf.get("keep") or []
+    if isinstance(keep, str) or not isinstance(keep, (list, tuple)):
+        problems.add(f"{key}:keep", f"must be a list of globs, got {keep!r}")
+    else:
+        for glob in keep:
+            if (not isinstance(glob, str) or not glob or glob.startswith("/")
+                    or ".." in glob.split("/")):
+                problems.add(f"{key}:keep", f"{glob!r} must be a glob inside the program dir")
+    if archive:
+        sha = (release.get("sha256") or {}).get(name)
+        if not sha:
+            problems.add(f"release:sha256:{name}",
+                         "missing: every upgraded service needs its archive's sha256")
+        elif not SHA256_RE.match(str(sha)):
+            problems.add(f"release:sha256:{name}",
+                         f"{sha!r} is not a sha256 (64 lowercase hex digits)")
+    return len(problems.items) == before
+
+
+def _check_url(problems, key, url, address):
+    """http(s) to this host's own address, nothing else (no file:, no other host)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # pylint: disable=pointless-statement  # raises ValueError on a bad port
+    except ValueError as exc:
+        problems.add(key, f"{url!r} is not a URL: {exc}")
         return
-    sha = _pillar(f"sha256:{name}", pillar=release)
-    if not sha:
-        _fail(f"release:sha256:{name}", "missing: every upgraded service needs its archive's sha256")
-    if not SHA256_RE.match(str(sha)):
-        _fail(f"release:sha256:{name}", f"{sha!r} is not a sha256 (64 lowercase hex digits)")
+    if parts.scheme not in ("http", "https"):
+        problems.add(key, f"{url!r} must be http:// or https://")
+    elif parts.username is not None or parts.password is not None:
+        problems.add(key, f"{url!r} must not carry credentials")
+    elif (parts.hostname or "").lower() != str(address).lower().strip("[]"):
+        problems.add(key, f"{url!r} must point at the host's own address {address} "
+                          "(write {address})")
+
+
+def _check_address(problems, key, address):
+    if not isinstance(address, str) or not address:
+        problems.add(key, "is required")
+        return False
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        if not HOSTNAME_RE.match(address):
+            problems.add(key, f"{address!r} is neither an IP address nor a host name")
+            return False
+    return True
+
+
+def _check_host_entry(problems, name, conf, minion_id, release):
+    """The host-level values of one host (address, root, URLs filled with its address)."""
+    key = f"inventory:services:{name}:hosts:{minion_id}"
+    entry = conf["hosts"][minion_id]
+    if entry is None:
+        entry = {}
+    if not isinstance(entry, dict):
+        problems.add(key, "must be a mapping (address, root)")
+        return
+    for extra in sorted(set(entry) - set(HOST_KEYS)):
+        problems.add(f"{key}:{extra}", f"unknown key (known: {', '.join(HOST_KEYS)})")
+    root = entry.get("root") or ""
+    if root:
+        _check_path(problems, f"{key}:root", root)
+    address = entry.get("address")
+    if not _check_address(problems, f"{key}:address", address):
+        return
+    fields = {"release": str(release.get("id", "")), "service": name, "address": address}
+    if isinstance(conf.get("health_url"), str):
+        _check_url(problems, f"inventory:services:{name}:health_url",
+                   _fill(conf["health_url"], **fields), address)
+    checks = (release.get("checks") or {}).get(name) or []
+    if not isinstance(checks, list):
+        problems.add(f"release:checks:{name}", "must be a list of checks")
+        return
+    logs = conf.get("logs") if isinstance(conf.get("logs"), dict) else {}
+    for index, check in enumerate(checks):
+        ckey = f"release:checks:{name}:{index}"
+        if not isinstance(check, dict) or not ("http" in check) ^ ("log" in check):
+            problems.add(ckey, "must have either http: {url, contains} or log: {log, pattern}")
+            continue
+        if "http" in check:
+            url = (check["http"] or {}).get("url") if isinstance(check["http"], dict) else None
+            if not isinstance(url, str):
+                problems.add(f"{ckey}:http:url", "is required")
+            else:
+                _check_url(problems, f"{ckey}:http:url", _fill(url, **fields), address)
+        else:
+            spec = check["log"] if isinstance(check["log"], dict) else {}
+            if spec.get("log") not in logs:
+                problems.add(f"{ckey}:log:log", f"{spec.get('log')!r} must name one of the logs "
+                                                f"{sorted(logs)}")
+            _check_regex(problems, f"{ckey}:log:pattern", spec.get("pattern"), [fields])
+            if spec.get("forbidden") is not None:
+                _check_regex(problems, f"{ckey}:log:forbidden", spec["forbidden"], [fields])
 
 
 def _rollout_order(all_services, pillar=None):
@@ -110,13 +400,13 @@ def _rollout_order(all_services, pillar=None):
     if isinstance(order, str) or not isinstance(order, (list, tuple)):
         _fail("inventory:order", f"must be a list of minion ids, got {order!r}")
     service_of = {h: n for n, c in all_services.items() for h in ((c or {}).get("hosts") or {})}
-    for host in order:
-        if host not in service_of:
-            _fail("inventory:order", f"{host!r} is not under inventory:services:*:hosts")
+    for host_id in order:
+        if host_id not in service_of:
+            _fail("inventory:order", f"{host_id!r} is not under inventory:services:*:hosts")
     ranked = list(dict.fromkeys(order)) + [h for h in service_of if h not in order]
     result = {}
-    for host in ranked:
-        result.setdefault(service_of[host], []).append(host)
+    for host_id in ranked:
+        result.setdefault(service_of[host_id], []).append(host_id)
     return list(result.items())
 
 
@@ -124,9 +414,7 @@ def _release(pillar=None):
     release = _pillar("release", pillar=pillar)
     if not isinstance(release, dict):
         _fail("release", "missing")
-    rid = str(release.get("id", ""))
-    if not TAG_RE.match(rid):
-        _fail("release:id", f"{rid!r} must match {TAG_RE.pattern} (it is the backup tag)")
+    __utils__["rollout_ids.check_name"](str(release.get("id", "")), "pillar release:id:")
     if not release.get("source"):
         _fail("release:source", "is required (e.g. salt://releases/{release}/{service}.tar)")
     return release
@@ -135,10 +423,12 @@ def _release(pillar=None):
 def plan(services=None, hosts=None, archive=True, pillar=None):
     """
     Validate the inventory and return the rollout plan: the targeted services in inventory
-    order, each with its hosts in upgrade order (host 1 first). Raises
-    ``SaltInvocationError`` naming the pillar key at the first problem, before anything is
-    touched: unknown service or host, duplicate host, missing sha256, unknown stop signal,
-    non-positive timeout.
+    order, each with its hosts in upgrade order (host 1 first). Every value of every targeted
+    service and host is checked before anything is touched (see :func:`host`); one
+    ``SaltInvocationError`` names the pillar key of each problem found: unknown service or
+    host, duplicate host, missing sha256, unknown stop signal, non-positive timeout, a path
+    that is relative, not normalised or a system directory, a regex that does not compile, a
+    URL that is not http(s) to the host's own address.
 
     services
         Restrict to these services (list; default all).
@@ -163,11 +453,11 @@ def plan(services=None, hosts=None, archive=True, pillar=None):
     release = _release(pillar)
     seen = {}
     for name, conf in all_services.items():
-        for host in (conf or {}).get("hosts") or {}:
-            if host in seen:
-                _fail(f"inventory:services:{name}:hosts:{host}",
-                      f"duplicate host: also listed at inventory:services:{seen[host]}:hosts")
-            seen[host] = name
+        for host_id in (conf or {}).get("hosts") or {}:
+            if host_id in seen:
+                _fail(f"inventory:services:{name}:hosts:{host_id}",
+                      f"duplicate host: also listed at inventory:services:{seen[host_id]}:hosts")
+            seen[host_id] = name
     if services is not None:
         if isinstance(services, str) or not isinstance(services, (list, tuple)):
             _fail("services", f"must be a list of service names, got {services!r}")
@@ -177,18 +467,22 @@ def plan(services=None, hosts=None, archive=True, pillar=None):
     if hosts is not None:
         if isinstance(hosts, str) or not isinstance(hosts, (list, tuple)):
             _fail("hosts", f"must be a list of minion ids, got {hosts!r}")
-        for host in hosts:
-            if host not in seen:
-                _fail("hosts", f"unknown host {host!r} (known: {', '.join(seen)})")
+        for host_id in hosts:
+            if host_id not in seen:
+                _fail("hosts", f"unknown host {host_id!r} (known: {', '.join(seen)})")
     result = []
+    problems = _Problems()
     for name, ordered_hosts in _rollout_order(all_services, pillar):
         if services is not None and name not in services:
             continue
         targeted = [h for h in ordered_hosts if hosts is None or h in hosts]
         if not targeted:
             continue
-        _validate_service(name, all_services[name], release, archive=archive)
+        if _check_service(problems, name, all_services[name], release, archive):
+            for host_id in targeted:
+                _check_host_entry(problems, name, all_services[name], host_id, release)
         result.append({"service": name, "hosts": targeted})
+    problems.raise_if_any()
     if not result:
         _fail("services", "the targeting selects no host")
     return result
@@ -212,7 +506,11 @@ def host(minion_id=None, release=None, archive=True, ready_release=None, pillar=
     Everything one host needs for its upgrade, rollback and compliance check, resolved: paths
     under the host's root, the start command, ready patterns with the release id filled in,
     the health URL with the host's address, the stop policy, the archive and its sha256, and
-    the fixed-issue checks.
+    the fixed-issue checks. Every value of the host's service and entry is checked first (see
+    :func:`plan`); ``SaltInvocationError`` names the pillar key of each problem.
+
+    A ``start`` given as a string is split like shell words (``"sh startup.sh"`` ->
+    ``["sh", "startup.sh"]``) and never run through a shell.
 
     minion_id
         The host (default: this minion).
@@ -228,6 +526,9 @@ def host(minion_id=None, release=None, archive=True, ready_release=None, pillar=
         What ``{release}`` in the ready patterns stands for (default the release id; a
         rollback, which may bring back a release deployed by hand, passes ``\\S+``).
 
+    pillar
+        Use this pillar instead of the minion's.
+
     CLI Example:
 
     .. code-block:: bash
@@ -235,45 +536,52 @@ def host(minion_id=None, release=None, archive=True, ready_release=None, pillar=
         salt-call inventory.host
         salt-run salt.cmd inventory.host ecmc-1
     """
-    minion_id = minion_id or __opts__["id"]
+    minion_id = minion_id or __utils__["rollout_ids.minion_id"]()
     services = _services(pillar)
     rel = _release(pillar)
     for name, conf in services.items():
-        if minion_id in (conf or {}).get("hosts", {}):
+        if minion_id in ((conf or {}).get("hosts") or {}):
             break
     else:
         raise SaltInvocationError(
             f"{minion_id}: not in pillar inventory:services:*:hosts (no service runs here)"
         )
-    _validate_service(name, conf, rel, archive=archive)
-    release_id = str(release or rel["id"])
-    if not TAG_RE.match(release_id):
-        _fail("release:id", f"{release_id!r} must match {TAG_RE.pattern}")
+    problems = _Problems()
+    if _check_service(problems, name, conf, rel, archive):
+        _check_host_entry(problems, name, conf, minion_id, rel)
+    problems.raise_if_any()
+    release_id = __utils__["rollout_ids.check_name"](str(release or rel["id"]),
+                                                     "pillar release:id:")
     entry = conf["hosts"][minion_id] or {}
     root = entry.get("root", "") or ""
-    address = entry.get("address")
-    if not address:
-        _fail(f"inventory:services:{name}:hosts:{minion_id}:address", "is required")
+    address = entry["address"]
 
     def at_root(path):
-        return os.path.normpath(root.rstrip("/") + "/" + str(path).lstrip("/")) if root else path
+        return posixpath.normpath(root.rstrip("/") + "/" + path.lstrip("/")) if root else path
 
     fields = {"release": release_id, "service": name, "address": address}
     install_dir = at_root(conf["install_dir"])
     logs = {key: at_root(path) for key, path in conf["logs"].items()}
-    start = list(conf.get("start") or DEFAULTS["start"])
+    # Absolute words of the start command are paths on this host: under its root too.
+    start = [at_root(arg) if arg.startswith("/") else arg
+             for arg in _start_argv(problems, "start", conf.get("start"))]
+    identity = {}
     if conf["kind"] == "tomcat":
-        start = [at_root(start[0])] + start[1:]
-        start_cwd = os.path.dirname(install_dir)
-        identity = {"catalina_base": at_root(conf["catalina_base"])}
+        start_cwd = posixpath.dirname(install_dir)
+        identity["catalina_base"] = at_root(conf["catalina_base"])
     else:
         start_cwd = install_dir
-        identity = {"app_dir": install_dir}
+        identity["app_dir"] = install_dir
+        if conf.get("main"):
+            identity["main"] = at_root(conf["main"]) if conf["main"].startswith("/") else conf["main"]
+    if conf.get("user"):
+        identity["user"] = conf["user"]
     ready_fields = {**fields, "release": ready_release or re.escape(release_id)}
-    ready = [
-        {"log": logs[item["log"]], "pattern": _fill(item["pattern"], **ready_fields)}
-        for item in conf["ready"]
-    ]
+
+    def patterns(items):
+        return [{"log": logs[item["log"]], "pattern": _fill(item["pattern"], **ready_fields)}
+                for item in items or []]
+
     checks = []
     for check in copy.deepcopy((rel.get("checks") or {}).get(name) or []):
         check = _fill(check, **fields)
@@ -281,24 +589,26 @@ def host(minion_id=None, release=None, archive=True, ready_release=None, pillar=
             check["log"]["path"] = logs[check["log"].pop("log")]
         checks.append(check)
     stop = {**DEFAULTS["stop"], **(conf.get("stop") or {})}
-    stop["signal"] = str(stop["signal"]).upper().replace("SIG", "")
-    hosts = dict(_rollout_order(services, pillar))[name]
+    stop["signal"] = __utils__["rollout_ids.signal_name"](stop["signal"])
+    pair = dict(_rollout_order(services, pillar))[name]
     return {
         "id": minion_id,
         "service": name,
         "kind": conf["kind"],
         "address": address,
         "root": root,
-        "pair": hosts,
-        "partner": [h for h in hosts if h != minion_id],
+        "pair": pair,
+        "partner": [h for h in pair if h != minion_id],
         "install_dir": install_dir,
         "identity": identity,
         "start": start,
         "start_cwd": start_cwd,
         "logs": logs,
         "output": logs.get("app") or next(iter(logs.values())),
-        "ready": ready,
+        "ready": patterns(conf["ready"]),
+        "fatal": patterns(conf.get("fatal")),
         "ready_timeout": conf.get("ready_timeout", DEFAULTS["ready_timeout"]),
+        "settle": conf.get("settle", DEFAULTS["settle"]),
         "health_url": _fill(conf["health_url"], **fields),
         "stop": stop,
         "keep": list(conf.get("keep") or DEFAULTS["keep"]),
@@ -308,3 +618,121 @@ def host(minion_id=None, release=None, archive=True, ready_release=None, pillar=
         "keep_backups": int(rel.get("keep_backups", 3)),
         "checks": checks,
     }
+
+
+# --------------------------------------------------------------------------- on the minion
+
+
+def _system_target(path):
+    """The real path when ``path`` resolves (symlinks) to a system directory, else None."""
+    real = os.path.realpath(path)
+    problems = _Problems()
+    return None if _check_path(problems, "-", real) else real
+
+
+def _is_local_address(address):
+    """True when this host can bind ``address``: it is one of its own."""
+    try:
+        infos = socket.getaddrinfo(address, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return False
+    for family, _, _, _, sockaddr in infos:
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.bind((sockaddr[0], 0))
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def _program(argv, cwd):
+    """The start program's path as the start resolves it (PATH for a bare name)."""
+    program = argv[0]
+    if "/" not in program:
+        return shutil.which(program) or program
+    return program if program.startswith("/") else os.path.join(cwd, program)
+
+
+def check_host(minion_id=None, release=None, archive=True, pillar=None):
+    """
+    Pre-flight of this host's pillar entry against the host itself, read-only: everything
+    :func:`host` checks, then the start program exists, is a regular file and executable
+    (a script run by ``sh`` must exist in the start's cwd), the start's cwd, the program dir,
+    the Tomcat base and every log's directory exist and do not resolve (symlinks) to a system
+    directory, ``user`` exists, a ``main`` jar exists, and the address is one of the host's
+    own. Raises ``CommandExecutionError`` naming the minion and the pillar key of each
+    problem; returns ``{"id", "service", "checked": [what was checked], "host": <host()>}``.
+
+    minion_id, release, archive, pillar
+        As for :func:`host`.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call inventory.check_host
+        salt ecsc-1 inventory.check_host
+    """
+    resolved = host(minion_id, release=release, archive=archive, pillar=pillar)
+    svc, hid = resolved["service"], resolved["id"]
+    key = f"inventory:services:{svc}"
+    problems = _Problems()
+    checked = []
+
+    def directory(pkey, path, what):
+        checked.append(f"{what} {path}")
+        if not os.path.isdir(path):
+            problems.add(pkey, f"{what} {path} is not a directory on {hid}")
+            return False
+        real = _system_target(path)
+        if real:
+            problems.add(pkey, f"{what} {path} resolves to the system directory {real}")
+            return False
+        return True
+
+    if resolved["root"]:
+        directory(f"{key}:hosts:{hid}:root", resolved["root"], "root")
+    directory(f"{key}:install_dir", resolved["install_dir"], "program dir")
+    if "catalina_base" in resolved["identity"]:
+        directory(f"{key}:catalina_base", resolved["identity"]["catalina_base"], "Tomcat base")
+    cwd = resolved["start_cwd"]
+    if directory(f"{key}:start", cwd, "start cwd"):
+        argv = resolved["start"]
+        program = _program(argv, cwd)
+        checked.append(f"start program {program}")
+        if not os.path.isfile(program):
+            problems.add(f"{key}:start", f"program {argv[0]!r} not found on {hid} (cwd {cwd})")
+        elif not os.access(program, os.X_OK):
+            problems.add(f"{key}:start", f"program {program} is not executable on {hid}")
+        elif os.path.basename(program) in SHELLS and len(argv) > 1 and not argv[1].startswith("-"):
+            script = os.path.join(cwd, argv[1])
+            checked.append(f"start script {script}")
+            if not os.path.isfile(script):
+                problems.add(f"{key}:start", f"script {argv[1]!r} not found in {cwd} on {hid}")
+    for name, path in resolved["logs"].items():
+        checked.append(f"log dir of {path}")
+        if not os.path.isdir(os.path.dirname(path)):
+            problems.add(f"{key}:logs:{name}",
+                         f"{os.path.dirname(path)} (dir of {path}) is not a directory on {hid}")
+        elif os.path.lexists(path) and not os.path.isfile(path):
+            problems.add(f"{key}:logs:{name}", f"{path} is not a regular file on {hid}")
+    user = resolved["identity"].get("user")
+    if user:
+        checked.append(f"user {user}")
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            problems.add(f"{key}:user", f"no user {user!r} on {hid}")
+    main = resolved["identity"].get("main")
+    if main and main.endswith(".jar"):
+        jar = main if main.startswith("/") else os.path.join(resolved["install_dir"], main)
+        checked.append(f"main jar {jar}")
+        if not os.path.isfile(jar):
+            problems.add(f"{key}:main", f"{jar} is not a file on {hid}")
+    checked.append(f"address {resolved['address']}")
+    if not _is_local_address(resolved["address"]):
+        problems.add(f"{key}:hosts:{hid}:address",
+                     f"{resolved['address']} is not an address of {hid}")
+    problems.raise_if_any(CommandExecutionError, prefix=f"{hid}: ")
+    return {"id": hid, "service": svc, "checked": checked, "host": resolved}

@@ -21,7 +21,10 @@ inventory:
         - {log: server, pattern: 'Server startup in \[?\d+\]? (ms|milliseconds)'}
         - {log: app, pattern: 'ecsc started release={release}'}
       health_url: 'http://{address}:8080/ecsc/health'
-      stop: {signal: KILL, timeout: 30}   # runbook: kill -9
+      # The runbook kills with `kill -9`; these services move money, and SIGKILL drops the
+      # requests and transactions in flight. SIGTERM runs Tomcat's own shutdown; SIGKILL only
+      # if the JVM is still there after `timeout` seconds. `signal: KILL` restores the runbook.
+      stop: {signal: TERM, timeout: 60}
     ecmc:
       kind: tomcat
       hosts:
@@ -37,7 +40,7 @@ inventory:
         - {log: server, pattern: 'Server startup in \[?\d+\]? (ms|milliseconds)'}
         - {log: app, pattern: 'ecmc started release={release}'}
       health_url: 'http://{address}:8080/ecmc/health'
-      stop: {signal: KILL, timeout: 30}
+      stop: {signal: TERM, timeout: 60}   # as ecsc: graceful, SIGKILL after 60 s
     schedule:
       kind: standalone
       hosts:
