@@ -15,7 +15,9 @@ Controls (their ids are API: alerts and dashboards key on them):
 id             passes when
 ============== ===========================================================================
 jvm-single     ``javaservice.status`` finds exactly one JVM of the service (0: "not
-               running"; 2+: the pids are named)
+               running"; 2+: the pids are named); java processes that look related but are
+               not the service (``strangers``: pid, user, cmdline, why) are named in
+               ``found`` and listed in the evidence, never counted
 health         the health URL answers 200 within a few seconds and its JSON ``release``
                equals the expected release
 release        ``release.deployed(install_dir)["release"]`` equals pillar ``release:id``
@@ -83,13 +85,6 @@ def __virtual__():
 # --------------------------------------------------------------------------- helpers
 
 
-def _minion_id():
-    try:
-        return __opts__.get("id", "unknown-minion")
-    except NameError:  # pragma: no cover - used outside the loader
-        return "unknown-minion"
-
-
 def _names(paths, limit=_MAX_NAMED):
     paths = list(paths)
     shown = ", ".join(paths[:limit])
@@ -155,12 +150,26 @@ def _jvm_single(ctx):
         )
     status = __salt__["javaservice.status"](host["service"], **host["identity"])
     pids = list(status.get("pids") or [])
-    evidence = {"identity": host["identity"], "pids": pids, "started": status.get("started")}
+    # Java processes that look related but are not the service (another user, another main
+    # class, a tool naming the program dir): evidence for the operator, never counted.
+    strangers = list(status.get("strangers") or [])
+    evidence = {"identity": host["identity"], "pids": pids, "started": status.get("started"),
+                "strangers": strangers}
+    seen = ""
+    if strangers:
+        seen = f"; not the service: {_names(_stranger(s) for s in strangers)}"
     if not pids:
-        return FAILED, expected, "not running", evidence
+        return FAILED, expected, "not running" + seen, evidence
     if len(pids) > 1:
-        return FAILED, expected, f"{len(pids)} JVMs: pids {', '.join(map(str, pids))}", evidence
-    return PASSED, expected, f"1 JVM: pid {pids[0]}", evidence
+        return (FAILED, expected, f"{len(pids)} JVMs: pids {', '.join(map(str, pids))}" + seen,
+                evidence)
+    return PASSED, expected, f"1 JVM: pid {pids[0]}" + seen, evidence
+
+
+def _stranger(item):
+    if not isinstance(item, dict):
+        return str(item)
+    return f"pid {item.get('pid')} ({item.get('user')}: {item.get('why')})"
 
 
 def _health(ctx):
@@ -305,7 +314,7 @@ def check(pillar=None):
     """
     started = time.monotonic()
     report = {
-        "host": _minion_id(),
+        "host": __utils__["rollout_ids.minion_id"](),
         "service": None,
         "release_expected": None,
         "status": FAILED,
