@@ -4,7 +4,9 @@ result table and the two fixed issues shown on the running services.
     python -m lab.demo
 
 The progress lines are the orchestration's own events (tags ``rollout/upgrade/<host>/<step>``)
-read from the master's event bus, as an operator would with ``salt-run state.event``.
+read from the master's event bus, as an operator would with ``salt-run state.event``. Each
+host's downtime is what the availability prober (lab/prober.py) saw from outside: its health URL
+polled every 50 ms during the whole run; its full report goes to ``.lab/demo-prober.json``.
 """
 
 import json
@@ -13,6 +15,9 @@ import sys
 import time
 
 from lab import events, labctl
+from lab.prober import Prober
+
+PROBER_REPORT = labctl.LAB / "demo-prober.json"
 
 
 def event_printer():
@@ -88,26 +93,34 @@ def main():
 
     print(f"\n== 2. salt-run state.orchestrate orch.upgrade  (v1 {labctl.RELEASE_V1}"
           f" -> v2 {labctl.RELEASE_V2}), live progress from the event bus:")
-    with events.Listener(on_event=event_printer()):
+    with events.Listener(on_event=event_printer()), Prober() as probe:
         t0 = time.monotonic()
         proc = orchestrate("orch.upgrade")
         elapsed = time.monotonic() - t0
+    availability = probe.report()
+    PROBER_REPORT.write_text(json.dumps(availability, indent=2) + "\n")
     after = host_snapshot()
     results = step_results(proc)
 
     print(f"\n== 3. result per host (orchestration exit code {proc.returncode},"
           f" {elapsed:.0f}s wall)")
-    fmt = "{:<15} {:<13} {:<21} {:<17} {:<7} {}"
-    print(fmt.format("HOST", "SERVICE", "RELEASE", "JVM PID", "RESULT", "STEP TIME"))
+    fmt = "{:<15} {:<13} {:<21} {:<17} {:<7} {:<10} {}"
+    print(fmt.format("HOST", "SERVICE", "RELEASE", "JVM PID", "RESULT", "STEP TIME",
+                     "DOWNTIME (prober)"))
     for host in labctl.load_hosts():
         hid = host["id"]
         result, seconds, _ = results.get(hid, (None, 0, ""))
+        down = availability["hosts"][hid]
         print(fmt.format(
             hid, host["service"],
             f"{before[hid]['release']} -> {after[hid]['release']}",
             f"{before[hid]['pids'][:1]} -> {after[hid]['pids'][:1]}",
             {True: "ok", False: "FAILED", None: "-"}[result], f"{seconds:.1f}s",
+            f"{down['down_s']:.2f}s in {down['down_count']} window(s)",
         ))
+    print("  both hosts of a pair down at once: " + ", ".join(
+        f"{service} {row['both_down']}" for service, row in availability["services"].items())
+        + f"  (prober report: {PROBER_REPORT.relative_to(labctl.REPO)})")
     if proc.returncode != 0:
         failed = {h: c for h, (r, _, c) in results.items() if r is False}
         print("\nFAILED:", json.dumps(failed, indent=2)[:4000] or proc.stdout[-4000:],
