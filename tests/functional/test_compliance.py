@@ -178,13 +178,20 @@ def host(modules, tmp_path, health, minion_id):
 
 
 @pytest.fixture(scope="module")
-def sleeper(tmp_path_factory):
-    """A Java program that just sleeps (run with java's single-file source launcher)."""
-    src = tmp_path_factory.mktemp("java") / "Sleeper.java"
-    src.write_text(
-        "public class Sleeper { public static void main(String[] a) throws Exception "
-        "{ System.out.println(\"up\"); System.out.flush(); Thread.sleep(600000); } }\n"
-    )
+def classes(tmp_path_factory):
+    """Two compiled Java programs that just sleep: ``Sleeper`` (the service's main class in
+    the pillar) and ``Tool`` (another main class run from the program dir: a stranger)."""
+    javac = shutil.which("javac")
+    if not javac:
+        pytest.skip("no javac on this machine")
+    src = tmp_path_factory.mktemp("java")
+    for name in ("Sleeper", "Tool"):
+        (src / f"{name}.java").write_text(
+            f"public class {name} {{ public static void main(String[] a) throws Exception "
+            "{ System.out.println(\"up\"); System.out.flush(); Thread.sleep(600000); } }\n"
+        )
+    subprocess.run([javac, "-d", str(src), str(src / "Sleeper.java"), str(src / "Tool.java")],
+                   check=True)
     return src
 
 
@@ -198,12 +205,12 @@ def jvms():
             proc.wait(10)
 
 
-def start_jvm(jvms, sleeper, cwd):
+def start_jvm(jvms, classes, cwd, main="Sleeper"):
     java = shutil.which("java")
     if not java:
         pytest.skip("no java on this machine")
     proc = subprocess.Popen(
-        [java, "-Xmx16m", "-XX:TieredStopAtLevel=1", str(sleeper)],
+        [java, "-Xmx16m", "-XX:TieredStopAtLevel=1", "-cp", str(classes), main],
         cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
     )
     jvms.append(proc)
@@ -235,14 +242,20 @@ def test_clean_host_passes_every_control_but_the_missing_jvm(modules, host, mini
     json.dumps(report)  # travels back to the master as is
 
 
-def test_jvm_single_with_real_jvms(modules, host, jvms, sleeper):
-    first = start_jvm(jvms, sleeper, host["target"])
+def test_jvm_single_with_real_jvms(modules, host, jvms, classes):
+    host["pillar"]["inventory"]["services"][SERVICE]["main"] = "Sleeper"
+    first = start_jvm(jvms, classes, host["target"])
+    # Another main class run from the program dir is not the service (issue 8.2).
+    tool = start_jvm(jvms, classes, host["target"], main="Tool")
     report = check(modules, host)
     assert statuses(report) == {"jvm-single": "passed", **OTHER_CONTROLS_PASS}
     assert report["status"] == "passed"
-    assert control(report, "jvm-single")["found"] == f"1 JVM: pid {first}"
+    jvm = control(report, "jvm-single")
+    assert jvm["found"].startswith(f"1 JVM: pid {first}; not the service: pid {tool} ")
+    assert jvm["evidence"]["pids"] == [first]
+    assert [s["pid"] for s in jvm["evidence"]["strangers"]] == [tool]
 
-    second = start_jvm(jvms, sleeper, host["target"])
+    second = start_jvm(jvms, classes, host["target"])
     report = check(modules, host)
     jvm = control(report, "jvm-single")
     assert jvm["status"] == "failed"
@@ -363,7 +376,8 @@ def test_health_that_hangs_is_bounded(modules, host):
     with mock.patch.dict(globs, {"HEALTH_TIMEOUT": 0.5}):
         report = check(modules, host)
     assert control(report, "health")["status"] == "failed"
-    assert "timeout" in control(report, "health")["found"].lower(), control(report, "health")
+    found = control(report, "health")["found"].lower()
+    assert "timeout" in found or "timed out" in found, control(report, "health")
     assert report["seconds"] < 10  # bounded by probe.http's timeout, not the server
     assert statuses(report)["tree-intact"] == "passed"
 
