@@ -390,7 +390,10 @@ def up(args):
             start_service(host)
     ids = [h["id"] for h in hosts]
     wait_for(lambda: ping_all(ids), 90, "all eight minions to answer test.ping")
-    sync = salt_cmd("salt", "--out=json", "--static", "*", "saltutil.sync_all", timeout=120)
+    # -t: a sync of eight minions on a loaded 2-core machine outlasts the CLI's 5 s default,
+    # and the CLI then gives up with "No return received" while the minions are still syncing.
+    sync = salt_cmd("salt", "--out=json", "--static", "-t", "120", "*", "saltutil.sync_all",
+                    timeout=180)
     if sync.returncode != 0:
         raise SystemExit(f"lab: saltutil.sync_all failed:\n{sync.stdout}{sync.stderr}")
     salt_cmd("salt-run", "saltutil.sync_all")
