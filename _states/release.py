@@ -371,7 +371,8 @@ def rolled_back(name, tag):
     steps.append(("ready", __states__["javaservice.running"], dict(
         name=host["service"], start=host["start"], cwd=host["start_cwd"],
         logs=sorted(host["logs"].values()), output=host["output"], ready=host["ready"],
-        url=host["health_url"], timeout=host["ready_timeout"], **identity)))
+        fatal=host["fatal"], url=host["health_url"], timeout=host["ready_timeout"],
+        settle=host["settle"], **identity)))
     comments = []
     for step, func, kwargs in steps:
         res = func(**kwargs)
