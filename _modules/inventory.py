@@ -214,6 +214,12 @@ def _check_patterns(problems, key, value, logs, release_id, required):
         _check_regex(problems, f"{key}:{index}:pattern", item["pattern"], fields)
 
 
+def _is_user(value):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value >= 0
+    return isinstance(value, str) and bool(USER_RE.match(value))
+
+
 def _check_main(problems, key, value):
     """A main class (``lab.standalone.Main``) or the jar of ``java -jar`` (path ending .jar,
     relative to the program dir or absolute)."""
@@ -258,8 +264,8 @@ def _check_service(problems, name, conf, release, archive):
                                         "bootstrap class)")
     elif kind == "standalone" and "main" in conf:
         _check_main(problems, f"{key}:main", conf["main"])
-    if "user" in conf and not (isinstance(conf["user"], str) and USER_RE.match(conf["user"])):
-        problems.add(f"{key}:user", f"{conf['user']!r} is not a user name")
+    if "user" in conf and not _is_user(conf["user"]):
+        problems.add(f"{key}:user", f"{conf['user']!r} is not a user name or uid")
     _start_argv(problems, f"{key}:start", conf.get("start"))
     logs = conf.get("logs")
     if logs and not isinstance(logs, dict):
@@ -574,7 +580,7 @@ def host(minion_id=None, release=None, archive=True, ready_release=None, pillar=
         identity["app_dir"] = install_dir
         if conf.get("main"):
             identity["main"] = at_root(conf["main"]) if conf["main"].startswith("/") else conf["main"]
-    if conf.get("user"):
+    if conf.get("user") is not None:
         identity["user"] = conf["user"]
     ready_fields = {**fields, "release": ready_release or re.escape(release_id)}
 
@@ -606,7 +612,8 @@ def host(minion_id=None, release=None, archive=True, ready_release=None, pillar=
         "logs": logs,
         "output": logs.get("app") or next(iter(logs.values())),
         "ready": patterns(conf["ready"]),
-        "fatal": patterns(conf.get("fatal")),
+        # None: javaservice's default fatal patterns; a list (even []) replaces them.
+        "fatal": patterns(conf["fatal"]) if conf.get("fatal") is not None else None,
         "ready_timeout": conf.get("ready_timeout", DEFAULTS["ready_timeout"]),
         "settle": conf.get("settle", DEFAULTS["settle"]),
         "health_url": _fill(conf["health_url"], **fields),
@@ -718,10 +725,10 @@ def check_host(minion_id=None, release=None, archive=True, pillar=None):
         elif os.path.lexists(path) and not os.path.isfile(path):
             problems.add(f"{key}:logs:{name}", f"{path} is not a regular file on {hid}")
     user = resolved["identity"].get("user")
-    if user:
+    if user is not None:
         checked.append(f"user {user}")
         try:
-            pwd.getpwnam(user)
+            pwd.getpwuid(user) if isinstance(user, int) else pwd.getpwnam(user)
         except KeyError:
             problems.add(f"{key}:user", f"no user {user!r} on {hid}")
     main = resolved["identity"].get("main")

@@ -64,13 +64,16 @@ def run():
         states["plan-start"] = {"test.show_notification": [{"text": (
             f"would start {' '.join(host['start'])} in {host['start_cwd']}, ready when "
             f"{[r['pattern'] for r in host['ready']]} appear after the start and "
-            f"{host['health_url']} answers 200 (timeout {host['ready_timeout']}s)"
+            f"{host['health_url']} answers 200 (timeout {host['ready_timeout']}s), then "
+            f"stays up {host['settle']}s"
         )}, {"onchanges": [swapped]}]}
     states["ready"] = {"javaservice.running": [
         {"name": svc}, {"start": host["start"]}, {"cwd": host["start_cwd"]},
         {"logs": sorted(host["logs"].values())}, {"output": host["output"]},
-        {"ready": host["ready"]}, {"url": host["health_url"]},
+        {"ready": host["ready"]}, {"fatal": host["fatal"]}, {"url": host["health_url"]},
         {"timeout": host["ready_timeout"]},
+        # A JVM that dies right after it became ready (crash loop) is caught here, not later.
+        {"settle": host["settle"]},
         {"require": [staged, swapped]},
     ] + identity}
     states["event-ready"] = event("ready", onchanges=[{"javaservice": "ready"}])

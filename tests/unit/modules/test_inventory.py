@@ -114,7 +114,7 @@ def test_host_resolves_production_paths(pillar):
     assert host["health_url"] == "http://25.0.3.27:8080/ecmc/health"
     # Graceful by default (issue 8.5): SIGTERM, a bounded wait, then SIGKILL.
     assert host["stop"] == {"signal": "TERM", "timeout": 60, "thread_dump": False}
-    assert host["settle"] == 3 and host["fatal"] == []
+    assert host["settle"] == 3 and host["fatal"] is None  # javaservice's default patterns
     assert host["source"] == "salt://releases/20170220/ecmc.tar" and host["sha256"] == SHA
     assert {"log": "/home/ecmclog/ecmc.log", "pattern": r"ecmc started release=20170220"} in (
         host["ready"])
@@ -199,7 +199,7 @@ def svc(pillar, name):
         (lambda p: svc(p, "ecmc").update(settle="3"),
          "pillar inventory:services:ecmc:settle: must be a number of seconds >= 0"),
         (lambda p: svc(p, "ecmc").update(user="root; rm -rf /"),
-         "pillar inventory:services:ecmc:user: 'root; rm -rf /' is not a user name"),
+         "pillar inventory:services:ecmc:user: 'root; rm -rf /' is not a user name or uid"),
         (lambda p: svc(p, "ecmc").update(main="lab.Main"),
          "pillar inventory:services:ecmc:main: is for standalone services"),
         (lambda p: svc(p, "schedule").update(main="not a class"),
@@ -310,6 +310,8 @@ def test_check_host_passes_on_a_good_host(pillar, lab_host):
          "pillar inventory:services:schedule:logs:app: "),
         (lambda p, root: svc(p, "schedule").update(user="no-such-user-here"),
          "pillar inventory:services:schedule:user: no user 'no-such-user-here' on schedule-1"),
+        (lambda p, root: svc(p, "schedule").update(user=64999),
+         "pillar inventory:services:schedule:user: no user 64999 on schedule-1"),
         (lambda p, root: svc(p, "schedule")["hosts"]["schedule-1"].update(address="192.0.2.1"),
          "pillar inventory:services:schedule:hosts:schedule-1:address: 192.0.2.1 is not an "
          "address of schedule-1"),
@@ -319,7 +321,7 @@ def test_check_host_passes_on_a_good_host(pillar, lab_host):
          "pillar inventory:services:schedule:install_dir: program dir "),
     ],
     ids=["script-missing", "program-missing", "program-not-executable", "log-dir-missing",
-         "no-user", "address-not-local", "main-jar-missing", "program-dir-missing"],
+         "no-user", "no-uid", "address-not-local", "main-jar-missing", "program-dir-missing"],
 )
 def test_check_host_finds_what_only_the_host_knows(pillar, lab_host, change, message):
     inventory.plan(pillar=pillar)  # the master finds nothing wrong...
