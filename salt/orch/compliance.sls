@@ -1,18 +1,21 @@
 #!py
-"""The compliance check of the inventory's hosts (run on the master; the master's
-`schedule:` in etc/salt/master runs it every 15 minutes):
+"""The compliance check of the inventory's hosts as an orchestration: one step, the runner
+`compliance.report` (_runners/compliance.py), which the master's `schedule:` in
+etc/salt/master also runs directly every 15 minutes:
 
     salt-run state.orchestrate orch.compliance                       # every host
     salt-run state.orchestrate orch.compliance pillar='{"services": ["ecmc"]}'
     salt-run state.orchestrate orch.compliance pillar='{"hosts": ["ecsc-1"]}'
-    salt-run state.orchestrate orch.compliance test=True             # check, report not saved
+    salt-run compliance.report test=True                             # check, report not saved
 
 Read-only on every host, with or without test=True. Exits non-zero when any control of any
 host failed. Writes <master cachedir>/compliance/latest.json and latest.txt (not under
 test=True) and fires the event `rollout/compliance/report` with the summary; hosts an
 upgrade or rollback is working on (rolloutlock) are reported "skipped: upgrade in progress".
-Needs `salt-run saltutil.sync_all` (states on the master) and the modules synced to the
-minions (orch.upgrade does it; this check never syncs, it changes nothing).
+Needs `salt-run saltutil.sync_all` (runners and modules on the master) and the modules
+synced to the minions (orch.upgrade does it; this check never syncs, it changes nothing).
+Under test=True the orchestration only shows the step (a runner step does not run in test
+mode); `salt-run compliance.report test=True` checks without saving.
 """
 
 
@@ -27,7 +30,8 @@ def run():
     passthrough = {key: pillar[key] for key in ("inventory", "release") if key in pillar}
     return {
         "compliance-report": {
-            "compliance.report": [
+            "salt.runner": [
+                {"name": "compliance.report"},
                 {"tgt": hosts},
                 {"tgt_type": "list"},
                 {"pillar": passthrough},

@@ -8,7 +8,19 @@
 The tag defaults to the pillar's release id: the backups that release's upgrade made. Pair by
 pair: host 1 restored, started and ready, then host 2; pairs run side by side (parallel:
 false for one host at a time). Any failure makes the run exit non-zero.
+
+Rendering changes nothing (`state.show_sls`, test=True take no lock). The run's first step
+takes the rollout lock (runner rolloutlock.acquire; a lock left by a killed run is reported
+and taken over), the second checks that every targeted minion answers (else no host is
+touched and the message says how to run the others); the last gives the lock back, after
+success or failure (runner rolloutlock.release).
 """
+
+import uuid
+
+
+def _runner(fun, **kwargs):
+    return {"salt.runner": [{"name": fun}] + [{k: v} for k, v in kwargs.items()]}
 
 
 def run():
@@ -17,17 +29,22 @@ def run():
         services=pillar.get("services"), hosts=pillar.get("hosts"), pillar=pillar, archive=False
     )
     hosts = [host for pair in plan for host in pair["hosts"]]
-    if not __opts__.get("test"):
-        __salt__["rolloutlock.acquire"]("rollback", detail=f"hosts {', '.join(hosts)}")
     passthrough = {key: pillar[key] for key in ("inventory", "release", "rollback")
                    if key in pillar}
     parallel = pillar.get("parallel", True) is not False
-    states = {}
+    owner = uuid.uuid4().hex  # names this run's lock; rendering takes none
+    states = {
+        "rollout-lock": _runner("rolloutlock.acquire", kind="rollback", owner=owner, hosts=hosts),
+        "minions-answer": _runner(
+            "rollout.answering", hosts=hosts, command="orch.rollback",
+            require=[{"salt": "rollout-lock"}],
+        ),
+    }
     previous = None
     for pair in plan:
         before = None
         for host in pair["hosts"]:
-            requires = []
+            requires = [{"salt": "minions-answer"}]
             if before:
                 requires.append({"salt": before})
             elif previous and not parallel:
@@ -38,11 +55,17 @@ def run():
                 {"pillar": passthrough},
                 {"expect_minions": True},
             ]
-            if requires:
-                args.append({"require": requires})
+            args.append({"require": requires})
             if parallel:
                 args.append({"parallel": True})
             states[f"rollback-{host}"] = {"salt.state": args}
             before = f"rollback-{host}"
         previous = before
+    # Give the lock back whatever happened: after every step passed, or (onfail: any step
+    # that ran and failed) after a failure, but never when this run did not take it.
+    steps = [{"salt": sid} for sid in states if sid != "rollout-lock"]
+    states["rollout-unlock"] = _runner("rolloutlock.release", owner=owner, require=steps)
+    states["rollout-unlock-after-failure"] = _runner(
+        "rolloutlock.release", owner=owner, require=[{"salt": "rollout-lock"}], onfail=steps
+    )
     return states

@@ -13,12 +13,17 @@ back either way: failhard is built from requisites here, never passed to the min
 own failhard would skip the host's armed rollback.
 
 Steps: the inventory is validated while this file renders (a bad key fails the run before
-anything is touched) -> one rollout at a time (rolloutlock) -> modules synced -> pre-flight on
-every targeted host (answers, archive valid, disk room) -> per pair: host 1 (release.upgrade),
-then host 2 only if host 1 passed every gate. A failed host rolls itself back to its backup.
+anything is touched; rendering changes nothing: `state.show_sls` and test=True take no lock)
+-> rollout-lock (runner rolloutlock.acquire: one rollout at a time; a lock left by a killed
+run is reported and taken over) -> every targeted minion answers (else the run stops before
+any host is touched and says how to run the others) -> modules synced -> pre-flight on every
+targeted host (archive valid, disk room) -> per pair: host 1 (release.upgrade), then host 2
+only if host 1 passed every gate. A failed host rolls itself back to its backup. Last step,
+after success or failure: rollout-unlock (runner rolloutlock.release).
 """
 
 import logging
+import uuid
 
 # The py renderer binds the name `salt` to __salt__: import the wheel client under its own.
 import salt.wheel as salt_wheel
@@ -35,6 +40,10 @@ def _step(sls, tgt, passthrough, **extra):
         {"pillar": passthrough},
     ]
     return {"salt.state": args + [{k: v} for k, v in extra.items()]}
+
+
+def _runner(fun, **kwargs):
+    return {"salt.runner": [{"name": fun}] + [{k: v} for k, v in kwargs.items()]}
 
 
 def _known_minions():
@@ -64,22 +73,26 @@ def run():
                         f"pillar inventory:services:{pair['service']}:hosts:{host}: "
                         f"no accepted minion with that id"
                     )
-    if not __opts__.get("test"):
-        __salt__["rolloutlock.acquire"]("upgrade", detail=f"hosts {', '.join(hosts)}")
-
     # The minions get the same inventory and release the master planned with (including any
     # pillar given on the command line).
     passthrough = {key: pillar[key] for key in ("inventory", "release") if key in pillar}
     parallel = pillar.get("parallel", True) is not False
     failhard = bool(pillar.get("failhard", False))
 
+    owner = uuid.uuid4().hex  # names this run's lock; rendering takes none
     states = {
+        "rollout-lock": _runner("rolloutlock.acquire", kind="upgrade", owner=owner, hosts=hosts),
+        "minions-answer": _runner(
+            "rollout.answering", hosts=hosts, command="orch.upgrade",
+            require=[{"salt": "rollout-lock"}],
+        ),
         "sync-modules": {
             "salt.function": [
                 {"name": "saltutil.sync_all"},
                 {"tgt": hosts},
                 {"tgt_type": "list"},
                 {"expect_minions": True},
+                {"require": [{"salt": "minions-answer"}]},
             ]
         },
         "preflight": _step(
@@ -108,4 +121,11 @@ def run():
             states[sid] = _step("release.upgrade", host, passthrough, **extra)
             before = sid
             done.append(sid)
+    # Give the lock back whatever happened: after every step passed, or (onfail: any step
+    # that ran and failed) after a failure, but never when this run did not take it.
+    steps = [{"salt": sid} for sid in states if sid != "rollout-lock"]
+    states["rollout-unlock"] = _runner("rolloutlock.release", owner=owner, require=steps)
+    states["rollout-unlock-after-failure"] = _runner(
+        "rolloutlock.release", owner=owner, require=[{"salt": "rollout-lock"}], onfail=steps
+    )
     return states

@@ -21,6 +21,8 @@ from unittest import mock
 
 import pytest
 
+from tests.conftest import load_repo_module
+
 RELEASE = "20170220"
 ADDRESS = "127.0.3.220"
 SERVICE = "schedule"
@@ -398,7 +400,7 @@ def test_host_not_in_inventory(modules, host):
     assert [c["id"] for c in report["controls"]] == ["inventory"]
 
 
-# --------------------------------------------------------------------------- master state
+# --------------------------------------------------------------------------- master runner
 
 
 class LoopbackClient:
@@ -432,24 +434,34 @@ class FakeEvent:
         pass
 
 
-def test_report_state_end_to_end(modules, states, host, minion_id, tmp_path):
+def test_report_runner_end_to_end(modules, host, minion_id, tmp_path):
     """
-    The master state with the real minion check behind a stand-in LocalClient, the real
-    rollout lock, real report files; the event bus is a stand-in (no master here).
+    The master's compliance.report runner with the real minion check behind a stand-in
+    LocalClient, the real rollout lock runner, real report files; the event bus is a
+    stand-in (no master here).
     """
+    runner = load_repo_module("runners", "compliance")
+    lock = load_repo_module("runners", "rolloutlock")
+    lock.__opts__ = {"cachedir": str(tmp_path / "cache")}
+    runner.__opts__ = {"cachedir": str(tmp_path / "cache"), "sock_dir": str(tmp_path),
+                       "conf_file": str(tmp_path / "master"), "test": False}
+    runner.__context__ = {}
+    runner.__salt__ = {"rolloutlock.holder": lock.holder}
+    master_modules = {"compliance.controls": modules.compliance.controls,
+                      "inventory.host": modules.inventory.host}
     (host["target"] / "lib" / "debug.jar").write_bytes(b"debug")
     client = LoopbackClient(modules, minion_id)
     fired = []
     report_dir = tmp_path / "reports"
-    args = {"name": "compliance", "tgt_type": "list", "report_dir": str(report_dir),
+    args = {"tgt_type": "list", "report_dir": str(report_dir),
             "pillar": host["pillar"], "timeout": 5}
     with mock.patch("salt.client.get_local_client", return_value=client), \
-            mock.patch("salt.utils.event.get_master_event", return_value=FakeEvent(fired)):
+            mock.patch("salt.utils.event.get_master_event", return_value=FakeEvent(fired)), \
+            mock.patch.object(runner, "_execution_modules", return_value=master_modules):
         before = snapshot(host["root"])
-        ret = states.compliance.report(tgt=[minion_id, "gone-1"], **args)
+        ret = runner.report(tgt=[minion_id, "gone-1"], **args)
         assert snapshot(host["root"]) == before
-        assert ret.result is False
-        assert ret.changes == {}
+        assert ret["result"] is False and ret["retcode"] == 1
         latest = json.loads((report_dir / "latest.json").read_text())
         summary = latest["summary"]
         assert fired == [("rollout/compliance/report", summary)]
@@ -462,15 +474,15 @@ def test_report_state_end_to_end(modules, states, host, minion_id, tmp_path):
                 "found added lib/debug.jar") in text
         assert ("gone-1 minion: expected a compliance.check report; "
                 "found did not return within 5s") in text
-        assert text in ret.comment
+        assert text in ret["comment"]
 
         # An upgrade holds the rollout lock and names this host: skipped, not checked.
-        modules.rolloutlock.acquire("upgrade", detail=f"hosts {minion_id}")
+        lock.acquire("upgrade", owner="run-1", hosts=[minion_id])
         try:
-            ret = states.compliance.report(tgt=[minion_id], **args)
+            ret = runner.report(tgt=[minion_id], **args)
         finally:
-            modules.rolloutlock.release()
-        assert ret.result is True
+            lock.release("run-1")
+        assert ret["result"] is True
         assert len(client.calls) == 1  # no second check
         assert fired[-1][1]["status"] == "skipped"
         skipped = json.loads((report_dir / "latest.json").read_text())["reports"][0]
@@ -480,9 +492,9 @@ def test_report_state_end_to_end(modules, states, host, minion_id, tmp_path):
 
         # test=True checks again but leaves the last report and fires nothing.
         stamp = (report_dir / "latest.json").stat().st_mtime_ns
-        ret = states.compliance.report(tgt=[minion_id], test=True, **args)
-        assert ret.result is False
+        ret = runner.report(tgt=[minion_id], test=True, **args)
+        assert ret["result"] is False
         assert len(client.calls) == 2
         assert len(fired) == 2
         assert (report_dir / "latest.json").stat().st_mtime_ns == stamp
-        assert "test=True" in ret.comment
+        assert "test=True" in ret["comment"]

@@ -1,60 +1,57 @@
 """
-The scheduled compliance report, run INSIDE an orchestration on the master (it uses the
-master's LocalClient, rollout lock, cache dir and event bus):
+The compliance report of the inventory's hosts: master-side code (this runner uses the
+master's LocalClient, its rollout lock, cache dir and event bus, and is never synced to
+minions).
 
 .. code-block:: bash
 
-    salt-run saltutil.sync_all                       # once: custom states/modules on the master
-    salt-run state.orchestrate orch.compliance       # what the master's schedule runs
-    salt-run state.orchestrate orch.compliance pillar='{"services": ["ecmc"]}'
-
-.. code-block:: yaml
-
-    compliance of the eight hosts:
-      compliance.report:
-        - tgt: [ecsc-1, ecsc-2]
-        - tgt_type: list
-        - pillar: {inventory: ..., release: ...}     # optional: what the minions check against
+    salt-run compliance.report                                  # what the master's schedule runs
+    salt-run compliance.report services='[ecmc]'
+    salt-run compliance.report hosts='[ecsc-1]'
+    salt-run compliance.report test=True                        # check; report not saved
+    salt-run state.orchestrate orch.compliance                  # the same from an orchestration
 
 What it does, in order:
 
-1. ``rolloutlock.holder()``: while an upgrade or rollback holds the lock, the hosts it names
-   (its ``detail`` "hosts a, b, ..."; all targeted hosts if it names none) are reported
-   ``skipped`` ("upgrade in progress") instead of being checked - a host mid-upgrade is not
-   drift.
-2. One ``compliance.check`` job on all other targeted minions at once (LocalClient from the
-   master config, ``timeout`` seconds). A minion that does not return, or returns no
-   report (e.g. ``compliance`` not synced to it), is a failed host with the pseudo-control
-   ``minion``.
-3. Aggregates the summary::
+1. The hosts: ``tgt``/``tgt_type`` when given (orch.compliance passes the inventory's hosts
+   as a list), else every host of the inventory in the master's pillar (``services`` and
+   ``hosts`` narrow it, as for orch.upgrade). The minions check against the inventory and
+   release the master planned with.
+2. ``rolloutlock.holder()``: while an upgrade or rollback holds the lock, the hosts it names
+   (all targeted hosts if it names none) are reported ``skipped`` ("upgrade in progress")
+   instead of being checked - a host mid-upgrade is not drift.
+3. One ``compliance.check`` job on all other targeted minions at once (``timeout``
+   seconds). A minion that does not return, or returns no report (e.g. ``compliance`` not
+   synced to it), is a failed host with the pseudo-control ``minion``.
+4. Aggregates the summary::
 
        {"generated": "<ISO-8601 UTC>", "status": "passed"|"failed"|"skipped",
         "hosts": n, "passed": n, "failed": n, "skipped": n,
         "failed_controls": [{"host", "control", "found"}],
         "report": "<path of latest.json>" (None under test=True)}
 
-4. Writes the report (replacing the previous one, atomically) to ``report_dir``, default
+5. Writes the report (replacing the previous one, atomically) to ``report_dir``, default
    ``<master cachedir>/compliance/`` (the lab: ``.lab/master/var/cache/salt/master/compliance``):
 
    - ``latest.json``: ``{"summary": {...}, "reports": [<per-host compliance.check report>]}``
    - ``latest.txt``: a table host x control (PASS/FAIL/SKIP), then one line per failed
      control with host, control, expected and found.
 
-5. Fires ONE event on the master bus, tag ``rollout/compliance/report``, data = the summary
+6. Fires ONE event on the master bus, tag ``rollout/compliance/report``, data = the summary
    (a reactor or an event returner turns drift into an alert).
 
-Result: ``False`` when any control of any host failed (so ``salt-run state.orchestrate
-orch.compliance`` exits non-zero), ``True`` otherwise (also when every host was skipped).
-``changes`` is always empty - the check changes nothing, and a non-empty ``changes`` every
-15 minutes would read as "something changed"; the table is in the ``comment``.
+Returns ``{"result", "summary", "comment" (the table), "retcode"}``; ``retcode`` is 1 (and
+``salt-run`` exits 1, and an orchestration's ``salt.runner`` step fails) when any control of
+any host failed, 0 otherwise (also when every host was skipped). A report that cannot be
+written or announced raises ``CommandExecutionError`` (exit 1).
 
 ``test=True``: the hosts are still checked (the check is read-only, and a dry run that does
 not look is useless) and the result is the same, but ``latest.json``/``latest.txt`` are not
 replaced and no event is fired, so a manual dry run neither overwrites the scheduled report
 nor raises an alert.
 
-:depends: the repo's ``rolloutlock`` and ``inventory`` modules synced to the master
-          (``salt-run saltutil.sync_all``), ``compliance`` synced to the minions
+:depends: the repo's ``inventory`` and ``compliance`` execution modules synced to the master
+          (``salt-run saltutil.sync_all``) and to the minions
 """
 
 import datetime
@@ -64,9 +61,12 @@ import os
 import re
 
 import salt.client
+import salt.minion
+import salt.pillar
 import salt.utils.atomicfile
 import salt.utils.event
 import salt.utils.minions
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +77,6 @@ REPORT_SUBDIR = "compliance"
 REPORT_JSON = "latest.json"
 REPORT_TXT = "latest.txt"
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
-
-
-def _controls():
-    """(id, title) of every control in table order, from the compliance module (synced to
-    the master with the states by `salt-run saltutil.sync_all`)."""
-    return [(c["id"], c["title"]) for c in __salt__["compliance.controls"]()]
-
 _MARK = {PASSED: "PASS", FAILED: "FAIL", SKIPPED: "SKIP"}
 
 
@@ -94,17 +87,49 @@ def __virtual__():
 # --------------------------------------------------------------------------- helpers
 
 
+def _mminion():
+    """The master's execution modules (the repo's ``inventory`` and ``compliance`` among
+    them, synced by ``salt-run saltutil.sync_all``), loaded once per runner loader."""
+    if "compliance.mminion" not in __context__:
+        __context__["compliance.mminion"] = salt.minion.MasterMinion(
+            __opts__, states=False, rend=False, returners=False
+        )
+    return __context__["compliance.mminion"]
+
+
+def _execution_modules():
+    return _mminion().functions
+
+
+def _master_pillar(override=None):
+    """The master's own pillar (as orchestrations see it), ``override`` merged on top."""
+    opts = dict(_mminion().opts)
+    opts["file_client"] = "local"
+    return salt.pillar.get_pillar(
+        opts, opts.get("grains") or {}, opts["id"], saltenv=opts.get("saltenv") or "base",
+        pillarenv=opts.get("pillarenv"), pillar_override=override or {},
+    ).compile_pillar()
+
+
+def _controls():
+    """(id, title) of every control in table order, from the compliance module."""
+    return [(c["id"], c["title"]) for c in _execution_modules()["compliance.controls"]()]
+
+
 def _now_iso():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _locked_hosts(holder, targets):
     """
-    The targeted hosts an upgrade/rollback holding the lock works on: those its ``detail``
-    names ("hosts a, b" as orch.upgrade/orch.rollback write it), all targets otherwise.
+    The targeted hosts an upgrade/rollback holding the lock works on: those its ``hosts``
+    (or its ``detail``, "hosts a, b") names, all targets otherwise.
     """
     if not holder:
         return set()
+    named = holder.get("hosts") if isinstance(holder, dict) else None
+    if isinstance(named, (list, tuple)) and named:
+        return {host for host in targets if host in named}
     detail = holder.get("detail") if isinstance(holder, dict) else None
     if isinstance(detail, str):
         match = re.match(r"^\s*hosts?\s+(.+)$", detail)
@@ -292,7 +317,7 @@ def _expand_targets(tgt, tgt_type):
 
 def _service_of(host, pillar):
     try:
-        return __salt__["inventory.host"](minion_id=host, archive=False, pillar=pillar)["service"]
+        return _execution_modules()["inventory.host"](minion_id=host, archive=False, pillar=pillar)["service"]
     except Exception:  # pylint: disable=broad-except
         return None
 
@@ -324,20 +349,43 @@ def _fire(summary):
         event.destroy()
 
 
-# --------------------------------------------------------------------------- state
+# --------------------------------------------------------------------------- runner
 
 
-def report(name, tgt="*", tgt_type="glob", report_dir=None, timeout=15, pillar=None):
+def _targets(tgt, tgt_type, services, hosts, pillar):
+    """(targets, pillar for the minions): the given target with the given pillar, else the
+    inventory's hosts planned from the master's pillar (``pillar`` merged on top)."""
+    if tgt is not None:
+        return _expand_targets(tgt, tgt_type), pillar
+    merged = _master_pillar(pillar)
+    plan = _execution_modules()["inventory.plan"](
+        services=services if services is not None else merged.get("services"),
+        hosts=hosts if hosts is not None else merged.get("hosts"),
+        archive=False, pillar=merged,
+    )
+    # The minions check against the inventory and release the master planned with.
+    passthrough = {key: merged[key] for key in ("inventory", "release") if key in merged}
+    return [host for pair in plan for host in pair["hosts"]], passthrough
+
+
+def report(tgt=None, tgt_type="glob", services=None, hosts=None, pillar=None,
+           report_dir=None, timeout=15, test=False):
     """
-    Check the targeted hosts (``compliance.check`` on each), write the report on the master,
-    fire ``rollout/compliance/report`` with the summary. Changes nothing on any host.
-
-    name
-        A label (the report is about the targeted hosts, not about ``name``).
+    Check the inventory's hosts (``compliance.check`` on each), write the report on the
+    master, fire ``rollout/compliance/report`` with the summary. Changes nothing on any host.
+    Returns ``{"result", "summary", "comment", "retcode"}`` (``retcode`` 1 on drift).
 
     tgt, tgt_type
-        The hosts to check (default every minion). orch.compliance passes the inventory's
-        hosts as a list.
+        The hosts to check (a list with ``tgt_type=list``, or any Salt target). Default: the
+        hosts of the inventory in the master's pillar.
+
+    services, hosts
+        Narrow the inventory's hosts to these services / minion ids (lists), as for
+        ``orch.upgrade``.
+
+    pillar
+        ``inventory``/``release`` overrides: merged on the master's pillar, and what the
+        minions check against.
 
     report_dir
         Where ``latest.json`` and ``latest.txt`` go (default
@@ -347,45 +395,54 @@ def report(name, tgt="*", tgt_type="glob", report_dir=None, timeout=15, pillar=N
         Seconds to wait for the minions (LocalClient ``timeout``: a minion still running
         the check keeps being waited for; one that does not answer is a failed host).
 
-    pillar
-        ``inventory``/``release`` the minions check against (default: their own pillar).
+    test
+        Check, but neither replace the report files nor fire the event.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run compliance.report
+        salt-run compliance.report services='[ecmc]' test=True
+        salt-run compliance.report tgt='[ecsc-1, ecsc-2]' tgt_type=list timeout=30
     """
-    ret = {"name": name, "changes": {}, "result": False, "comment": ""}
-    test = bool(__opts__.get("test"))
+    try:
+        return _report(tgt, tgt_type, services, hosts, pillar, report_dir, timeout, test)
+    finally:
+        mminion = __context__.pop("compliance.mminion", None)
+        if mminion is not None:
+            mminion.destroy()
+
+
+def _report(tgt, tgt_type, services, hosts, pillar, report_dir, timeout, test):
+    test = bool(test or __opts__.get("test"))
     try:
         timeout = int(timeout)
         if timeout <= 0:
             raise ValueError
     except (TypeError, ValueError):
-        ret["comment"] = f"timeout must be a positive number of seconds, got {timeout!r}"
-        return ret
-    if "rolloutlock.holder" not in __salt__:
-        ret["comment"] = (
-            "rolloutlock.holder is not available on the master: run `salt-run "
-            "saltutil.sync_all` (compliance must not check hosts an upgrade is working on)"
+        raise SaltInvocationError(  # pylint: disable=raise-missing-from
+            f"timeout must be a positive number of seconds, got {timeout!r}"
         )
-        return ret
-    try:
-        holder = __salt__["rolloutlock.holder"]()
-    except Exception as exc:  # pylint: disable=broad-except
-        ret["comment"] = f"cannot read the rollout lock: {exc}"
-        return ret
-    targets = _expand_targets(tgt, tgt_type)
+    if pillar is not None and not isinstance(pillar, dict):
+        raise SaltInvocationError(f"pillar must be a mapping, got {pillar!r}")
+    # A stale lock (its run was killed) reads as None: those hosts are checked again.
+    holder = __salt__["rolloutlock.holder"]()
+    targets, minion_pillar = _targets(tgt, tgt_type, services, hosts, pillar)
     if not targets:
-        ret["comment"] = f"no minion matches {tgt_type} target {tgt!r}"
-        return ret
+        raise SaltInvocationError(f"no minion matches {tgt_type} target {tgt!r}")
     locked = _locked_hosts(holder, targets)
     to_check = [host for host in targets if host not in locked]
 
-    returns = _check(to_check, pillar, timeout) if to_check else {}
+    returns = _check(to_check, minion_pillar, timeout) if to_check else {}
     reports = []
     for host in targets:
         if host in locked:
-            reports.append(_skipped_report(host, _service_of(host, pillar), holder))
+            reports.append(_skipped_report(host, _service_of(host, minion_pillar), holder))
         else:
             data = returns.get(host)
             returned = data.get("ret") if isinstance(data, dict) else None
-            service = None if _is_report(returned) else _service_of(host, pillar)
+            service = None if _is_report(returned) else _service_of(host, minion_pillar)
             reports.append(_host_report(host, service, data, timeout))
     summary = summarize(reports)
     summary["report"] = None
@@ -408,19 +465,25 @@ def report(name, tgt="*", tgt_type="glob", report_dir=None, timeout=15, pillar=N
             )
             _write_atomic(txt_path, render(summary, reports))
         except OSError as exc:
-            ret["comment"] = render(summary, reports) + (
-                f"\ncannot write the compliance report to {directory}: {exc}"
-            )
-            return ret
+            raise CommandExecutionError(
+                render(summary, reports)
+                + f"\ncannot write the compliance report to {directory}: {exc}"
+            ) from exc
         try:
             _fire(summary)
         except Exception as exc:  # pylint: disable=broad-except
             # The event is the alert channel: a report nobody hears about is a failure.
-            ret["comment"] = render(summary, reports) + (
-                f"\nreport {json_path}; event {EVENT_TAG} NOT fired: {exc}"
-            )
-            return ret
+            raise CommandExecutionError(
+                render(summary, reports) + f"\nreport {json_path}; event {EVENT_TAG} NOT fired: {exc}"
+            ) from exc
         notes = f"report {json_path} and {txt_path}; event {EVENT_TAG} fired"
-    ret["result"] = summary["status"] != FAILED
-    ret["comment"] = render(summary, reports) + "\n" + notes
-    return ret
+    result = summary["status"] != FAILED
+    # Runner success (an orchestration's salt.runner step) follows __context__["retcode"];
+    # salt-run's exit code follows the returned "retcode". Set both, every run.
+    __context__["retcode"] = 0 if result else 1
+    return {
+        "result": result,
+        "summary": summary,
+        "comment": render(summary, reports) + "\n" + notes,
+        "retcode": __context__["retcode"],
+    }

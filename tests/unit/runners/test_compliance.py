@@ -1,10 +1,9 @@
 """
-Unit tests of the compliance report (master side): lock skipping, aggregation, table
-rendering, report files and event. The controls' own tests (minion side) are in
-tests/unit/modules/test_compliance.py.
+Unit tests of the compliance report runner (_runners/compliance.py): targets, lock skipping,
+aggregation, table rendering, report files, event and exit code. The controls' own tests
+(minion side) are in tests/unit/modules/test_compliance.py.
 """
 
-import importlib.util
 import json
 import os
 from unittest.mock import MagicMock, patch
@@ -12,110 +11,54 @@ from unittest.mock import MagicMock, patch
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import load_repo_module
 
+compliance = load_repo_module("modules", "compliance")
+runner = load_repo_module("runners", "compliance")
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-compliance = _load("compliance_module", REPO_ROOT / "_modules" / "compliance.py")
-compliance_state = _load("compliance_state", REPO_ROOT / "_states" / "compliance.py")
-
-MINION = "ecsc-1"
 RELEASE = "20170220"
-INSTALL_DIR = "/home/ecsc"
 IDS = [cid for cid, _ in compliance.CONTROLS]
 
 
-def host_conf(**overrides):
-    conf = {
-        "id": MINION,
-        "service": "ecsc",
-        "install_dir": INSTALL_DIR,
-        "identity": {"catalina_base": "/home/apache-tomcat-7.0.67"},
-        "health_url": "http://25.0.3.17:8080/ecsc/health",
-        "release": RELEASE,
-        "keep_backups": 3,
-    }
-    conf.update(overrides)
-    return conf
-
-
-def healthy_salt():
-    """__salt__ of a host that is exactly what release 20170220 made it."""
-    return {
-        "inventory.host": MagicMock(return_value=host_conf()),
-        "javaservice.status": MagicMock(
-            return_value={"name": "ecsc", "running": True, "pids": [4242], "started": "t"}
-        ),
-        "probe.http": MagicMock(
-            return_value={"url": "u", "status": 200,
-                          "body": json.dumps({"service": "ecsc", "release": RELEASE})}
-        ),
-        "release.deployed": MagicMock(
-            return_value={
-                "target": INSTALL_DIR, "release": RELEASE, "archive_sha256": "ab" * 32,
-                "deployed": "2017-02-20T10:00:00+00:00", "intact": True,
-                "modified": [], "added": [], "removed": [], "local_modified": [],
-            }
-        ),
-        "backup.list": MagicMock(
-            return_value=[{"tag": RELEASE, "path": f"{INSTALL_DIR}_{RELEASE}"},
-                          {"tag": "20161201", "path": f"{INSTALL_DIR}_20161201"}]
-        ),
-        "backup.verify": MagicMock(
-            return_value={"ok": True, "modified": [], "missing": [], "added": []}
-        ),
-        "release.leftovers": MagicMock(return_value=[]),
-    }
+def host_conf(minion_id):
+    return {"id": minion_id, "service": minion_id.rsplit("-", 1)[0], "release": RELEASE}
 
 
 @pytest.fixture
-def salt_funcs():
-    return healthy_salt()
+def execution_modules():
+    """The master's execution modules the runner uses (patched in: no MasterMinion)."""
+    funcs = {
+        "compliance.controls": compliance.controls,
+        "inventory.host": MagicMock(side_effect=lambda minion_id=None, **_: host_conf(minion_id)),
+        "inventory.plan": MagicMock(),
+    }
+    with patch.object(runner, "_execution_modules", return_value=funcs):
+        yield funcs
 
 
 @pytest.fixture
-def configure_loader_modules(salt_funcs, tmp_path):
+def configure_loader_modules(tmp_path, execution_modules):
     opts = {
-        "id": MINION,
+        "id": "master",
         "test": False,
         "cachedir": str(tmp_path / "cache"),
         "sock_dir": str(tmp_path / "sock"),
         "conf_file": str(tmp_path / "master"),
     }
     return {
-        compliance: {"__opts__": opts, "__salt__": salt_funcs},
-        compliance_state: {
+        runner: {
             "__opts__": opts,
-            "__salt__": {
-                "rolloutlock.holder": MagicMock(return_value=None),
-                "compliance.controls": compliance.controls,
-                "inventory.host": MagicMock(
-                    side_effect=lambda minion_id=None, **_: host_conf(
-                        id=minion_id, service=minion_id.rsplit("-", 1)[0]
-                    )
-                ),
-            },
+            "__context__": {},
+            "__salt__": {"rolloutlock.holder": MagicMock(return_value=None)},
         },
     }
-
-
-def run_check():
-    report = compliance.check()
-    assert [c["id"] for c in report["controls"]] == IDS
-    return report, {c["id"]: c for c in report["controls"]}
 
 
 # --------------------------------------------------------------------------- master side
 
 
 def test_master_renders_the_module_controls_in_order():
-    assert compliance_state._controls() == list(compliance.CONTROLS)
+    assert runner._controls() == list(compliance.CONTROLS)
 
 
 HOSTS = ["ecsc-1", "ecsc-2", "ecmc-1"]
@@ -153,17 +96,17 @@ def client():
 @pytest.fixture
 def fired():
     events = []
-    with patch.object(compliance_state, "_fire", side_effect=events.append):
+    with patch.object(runner, "_fire", side_effect=events.append):
         yield events
 
 
 @pytest.fixture
 def run_report(client, fired, tmp_path):
     def _run(**kwargs):
-        with patch.object(compliance_state, "_local_client", return_value=client):
+        with patch.object(runner, "_local_client", return_value=client):
             kwargs.setdefault("tgt", HOSTS)
             kwargs.setdefault("tgt_type", "list")
-            return compliance_state.report("compliance", **kwargs)
+            return runner.report(**kwargs)
 
     return _run
 
@@ -175,7 +118,6 @@ def report_dir(tmp_path):
 def test_report_all_passed(run_report, client, fired, tmp_path):
     ret = run_report(pillar={"release": {"id": RELEASE}}, timeout=7)
     assert ret["result"] is True
-    assert ret["changes"] == {}
     assert client.calls == [
         (HOSTS, "compliance.check",
          {"kwarg": {"pillar": {"release": {"id": RELEASE}}}, "tgt_type": "list",
@@ -196,7 +138,6 @@ def test_report_failed_control(run_report, client, fired, tmp_path):
     client.returns["ecsc-2"]["ret"] = minion_report("ecsc-2", failed=("release", "tree-intact"))
     ret = run_report()
     assert ret["result"] is False
-    assert ret["changes"] == {}
     summary = fired[0]
     assert summary["status"] == "failed"
     assert (summary["passed"], summary["failed"]) == (2, 1)
@@ -232,7 +173,7 @@ def test_minion_without_the_module_gets_a_sync_hint(run_report, client, fired):
 def test_lock_skips_the_hosts_it_names(run_report, client, fired, tmp_path):
     holder = {"kind": "upgrade", "pid": 99, "started": "2017-02-20T10:00:00+00:00",
               "detail": "hosts ecsc-1, ecsc-2"}
-    compliance_state.__salt__["rolloutlock.holder"].return_value = holder
+    runner.__salt__["rolloutlock.holder"].return_value = holder
     ret = run_report()
     assert client.calls[0][0] == ["ecmc-1"]
     summary = fired[0]
@@ -249,7 +190,7 @@ def test_lock_skips_the_hosts_it_names(run_report, client, fired, tmp_path):
 
 
 def test_lock_without_hosts_skips_everything(run_report, client, fired):
-    compliance_state.__salt__["rolloutlock.holder"].return_value = {"kind": "rollback", "pid": 5}
+    runner.__salt__["rolloutlock.holder"].return_value = {"kind": "rollback", "pid": 5}
     ret = run_report()
     assert client.calls == []
     assert fired[0]["status"] == "skipped"
@@ -269,17 +210,19 @@ def test_lock_without_hosts_skips_everything(run_report, client, fired):
     ],
 )
 def test_locked_hosts(detail, expected):
-    assert compliance_state._locked_hosts({"kind": "upgrade", "detail": detail}, HOSTS) == expected
-    assert compliance_state._locked_hosts(None, HOSTS) == set()
+    # rolloutlock records name their hosts in a list; "detail" is the older form.
+    if isinstance(detail, list):
+        assert runner._locked_hosts({"kind": "upgrade", "hosts": detail}, HOSTS) == expected
+    assert runner._locked_hosts({"kind": "upgrade", "detail": detail}, HOSTS) == expected
+    assert runner._locked_hosts(None, HOSTS) == set()
 
 
 def test_test_mode_checks_but_writes_and_fires_nothing(run_report, client, fired, tmp_path):
     client.returns["ecsc-1"]["ret"] = minion_report("ecsc-1", failed=("backup",))
-    with patch.dict(compliance_state.__opts__, {"test": True}):
+    with patch.dict(runner.__opts__, {"test": True}):
         ret = run_report()
     assert client.calls  # still checked
     assert ret["result"] is False
-    assert ret["changes"] == {}
     assert fired == []
     assert not report_dir(tmp_path).exists()
     assert "test=True" in ret["comment"]
@@ -296,29 +239,63 @@ def test_report_dir_override_replaces_the_previous_report(run_report, client, tm
     assert not report_dir(tmp_path).exists()
 
 
-def test_event_failure_fails_the_state(client, tmp_path):
-    with patch.object(compliance_state, "_local_client", return_value=client), \
-            patch.object(compliance_state, "_fire", side_effect=OSError("no bus")):
-        ret = compliance_state.report("compliance", tgt=HOSTS, tgt_type="list")
-    assert ret["result"] is False
-    assert "NOT fired: no bus" in ret["comment"]
+def test_event_failure_fails_the_run(client, tmp_path):
+    with patch.object(runner, "_local_client", return_value=client), \
+            patch.object(runner, "_fire", side_effect=OSError("no bus")):
+        with pytest.raises(CommandExecutionError, match="NOT fired: no bus"):
+            runner.report(tgt=HOSTS, tgt_type="list")
 
 
-def test_missing_lock_module_fails(run_report):
-    del compliance_state.__salt__["rolloutlock.holder"]
-    ret = run_report()
-    assert ret["result"] is False
-    assert "saltutil.sync_all" in ret["comment"]
+def test_unwritable_report_dir_fails_the_run(run_report, tmp_path, fired):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    with pytest.raises(CommandExecutionError, match="cannot write the compliance report"):
+        run_report(report_dir=str(blocker))
+    assert fired == []
 
 
-def test_bad_timeout(run_report):
-    assert run_report(timeout=0)["result"] is False
+@pytest.mark.parametrize("timeout", [0, -1, "soon"])
+def test_bad_timeout(run_report, client, timeout):
+    with pytest.raises(SaltInvocationError, match="timeout"):
+        run_report(timeout=timeout)
+    assert client.calls == []
+
+
+def test_exit_code_follows_drift(run_report, client):
+    """salt-run exits with the returned retcode; a salt.runner step fails on __context__'s."""
+    assert run_report()["retcode"] == 0
+    assert runner.__context__["retcode"] == 0
+    client.returns["ecsc-1"]["ret"] = minion_report("ecsc-1", failed=("health",))
+    assert run_report()["retcode"] == 1
+    assert runner.__context__["retcode"] == 1
+    client.returns["ecsc-1"]["ret"] = minion_report("ecsc-1")
+    assert run_report()["retcode"] == 0  # reset every run: the scheduler reuses its context
+    assert runner.__context__["retcode"] == 0
+
+
+def test_default_targets_are_the_inventory_of_the_master_pillar(client, fired, execution_modules):
+    """What the master's schedule runs: no target, the hosts the master's pillar plans."""
+    merged = {"inventory": {"services": {}}, "release": {"id": RELEASE}, "other": 1}
+    execution_modules["inventory.plan"].return_value = [
+        {"service": "ecsc", "hosts": ["ecsc-1", "ecsc-2"]}, {"service": "ecmc", "hosts": ["ecmc-1"]},
+    ]
+    with patch.object(runner, "_local_client", return_value=client), \
+            patch.object(runner, "_master_pillar", return_value=merged) as master_pillar:
+        ret = runner.report(services=["ecsc", "ecmc"], pillar={"release": {"id": RELEASE}})
+    master_pillar.assert_called_once_with({"release": {"id": RELEASE}})
+    execution_modules["inventory.plan"].assert_called_once_with(
+        services=["ecsc", "ecmc"], hosts=None, archive=False, pillar=merged
+    )
+    tgt, fun, kwargs = client.calls[0]
+    assert (tgt, fun) == (HOSTS, "compliance.check")
+    assert kwargs["kwarg"] == {"pillar": {"inventory": {"services": {}}, "release": {"id": RELEASE}}}
+    assert ret["result"] is True and fired[0]["hosts"] == 3
 
 
 def test_glob_target_is_expanded(run_report, client):
     ckminions = MagicMock()
     ckminions.return_value.check_minions.return_value = {"minions": ["ecsc-2", "ecsc-1"]}
-    with patch.object(compliance_state.salt.utils.minions, "CkMinions", ckminions):
+    with patch.object(runner.salt.utils.minions, "CkMinions", ckminions):
         run_report(tgt="ecsc-*", tgt_type="glob")
     ckminions.return_value.check_minions.assert_called_once_with("ecsc-*", "glob")
     assert client.calls[0][0] == ["ecsc-1", "ecsc-2"]
@@ -328,13 +305,13 @@ def test_table():
     reports = [
         minion_report("ecsc-1"),
         minion_report("schedule-res-2", failed=("jvm-single",)),
-        compliance_state._failed_host("ecmc-1", "ecmc", "did not return within 15s"),
-        compliance_state._skipped_report("ecmc-2", "ecmc", {"kind": "upgrade", "pid": 1}),
+        runner._failed_host("ecmc-1", "ecmc", "did not return within 15s"),
+        runner._skipped_report("ecmc-2", "ecmc", {"kind": "upgrade", "pid": 1}),
     ]
     reports[1]["controls"][0]["found"] = "2 JVMs:\n pids 11, 12"
-    summary = compliance_state.summarize(reports, generated="2017-02-21T00:00:00+00:00")
+    summary = runner.summarize(reports, generated="2017-02-21T00:00:00+00:00")
     assert (summary["hosts"], summary["passed"], summary["failed"], summary["skipped"]) == (4, 1, 2, 1)
-    text = compliance_state.render(summary, reports)
+    text = runner.render(summary, reports)
     lines = text.splitlines()
     assert lines[0] == (
         "compliance 2017-02-21T00:00:00+00:00: FAILED - 4 hosts: 1 passed, 2 failed, "
