@@ -1,6 +1,7 @@
 """Integration tests run on the rehearsal lab: a real salt-master, eight real salt-minions,
 real Tomcat and real JVMs. The session brings the lab up (idempotent) and the salt CLIs are
-run the operator's way: from the repo root, through the Saltfile."""
+run the operator's way: from the repo root, through the Saltfile. The session takes the lab
+down at its end (``LAB_KEEP=1`` leaves it up)."""
 
 import hashlib
 import json
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import urllib.request
 
+import psutil
 import pytest
 
 from lab import labctl
@@ -69,15 +71,54 @@ def tree_state(path):
     return state
 
 
+def lab_processes():
+    """What the lab runs now: the master's pid, each minion's pid, the lab JVMs' pids."""
+    minions = {}
+    for host in labctl.load_hosts():
+        host_id = host["id"]
+        minions[host_id] = labctl._daemon_pid(labctl.minion_pidfile(host_id),
+                                              str(labctl.minion_dir(host_id)))
+    return {
+        "master": labctl._daemon_pid(labctl.master_pidfile(), "salt-master"),
+        "minions": {k: v for k, v in minions.items() if v},
+        "jvms": labctl.lab_jvm_pids(),
+    }
+
+
+def take_lab_down():
+    """`labctl.down`, then proof that no lab pid, JVM or port is left; raises naming what is."""
+    before = lab_processes()
+    try:
+        labctl.down(None)
+    except SystemExit as exc:  # labctl.down exits when a lab port still listens
+        raise AssertionError(f"lab teardown: {exc}") from None
+    pids = [before["master"], *before["minions"].values(), *before["jvms"]]
+    left = {
+        "pids still alive": [pid for pid in pids if pid and psutil.pid_exists(pid)],
+        "lab JVMs": labctl.lab_jvm_pids(),
+        "daemons": {k: v for k, v in lab_processes().items() if k != "jvms" and v},
+        "listening ports": labctl.listening_lab_ports(),
+    }
+    left = {k: v for k, v in left.items() if v}
+    assert not left, f"lab teardown left processes or ports behind: {left}"
+
+
 @pytest.fixture(scope="session")
 def lab():
-    """The lab, up (brought up if needed). Yields labctl for its hosts and helpers."""
+    """The lab, up (brought up if needed). Yields labctl for its hosts and helpers.
+
+    At the end of the session the lab is taken down (``labctl.down``) and the teardown fails
+    if any lab pid, JVM or listening port is left. ``LAB_KEEP=1`` leaves it up (debugging, or
+    while others use the shared lab)."""
     proc = subprocess.run(
         [sys.executable, "-m", "lab.labctl", "up"], cwd=REPO_ROOT, capture_output=True,
         text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return labctl
+    yield labctl
+    if os.environ.get("LAB_KEEP", "") not in ("", "0"):
+        return
+    take_lab_down()
 
 
 @pytest.fixture(scope="session")
