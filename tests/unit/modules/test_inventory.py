@@ -340,3 +340,11 @@ def test_check_host_refuses_a_program_dir_linked_to_a_system_dir(pillar, lab_hos
     with pytest.raises(CommandExecutionError,
                        match="install_dir: program dir .* resolves to the system directory /usr/lib"):
         inventory.check_host("schedule-1", pillar=pillar)
+
+
+def test_pillar_example_is_a_valid_inventory():
+    example = yaml.safe_load((REPO_ROOT / "pillar.example").read_text())
+    plan = inventory.plan(pillar=example)
+    assert plan == [{"service": "ecsc", "hosts": ["ecsc-1", "ecsc-2"]}]
+    host = inventory.host("ecsc-1", pillar=example)
+    assert host["stop"]["signal"] == "TERM" and host["settle"] == 3
