@@ -70,17 +70,15 @@ Release ids match ``^[0-9A-Za-z][0-9A-Za-z._-]*$`` (quote them in YAML).
 import datetime
 import fnmatch
 import glob
-import hashlib
 import json
 import logging
 import os
 import re
-import shutil
 import stat
 import tarfile
-import tempfile
-import uuid
 
+import salt.utils.atomicfile
+import salt.utils.files
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
@@ -88,11 +86,7 @@ log = logging.getLogger(__name__)
 __virtualname__ = "release"
 
 RECORD_FORMAT = 1
-RELEASE_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]*$")
 SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
-_CHUNK = 1 << 20
-_SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
-_MAX_LINK_HOPS = 40
 
 
 def __virtual__():
@@ -108,10 +102,21 @@ def __virtual__():
 
 
 def _minion_id():
-    try:
-        return __opts__.get("id", "unknown-minion")
-    except NameError:  # pragma: no cover - used outside the loader
-        return "unknown-minion"
+    return __utils__["rollout_ids.minion_id"]()
+
+
+def _tree(func):
+    """A function of the shared tree helpers (_utils/rollout_tree.py)."""
+    return __utils__[f"rollout_tree.{func}"]
+
+
+def _archive(func):
+    """A function of the shared archive checks (_utils/rollout_archive.py)."""
+    return __utils__[f"rollout_archive.{func}"]
+
+
+def _prefix():
+    return f"release on minion {_minion_id()}: "
 
 
 def _cee(text):
@@ -133,8 +138,9 @@ def _check_release(release):
             release = str(release)
         else:
             raise _sie(f"release id must be a string (quote it in YAML), got {release!r}")
-    if not RELEASE_RE.match(release):
-        raise _sie(f"invalid release id {release!r}: must match {RELEASE_RE.pattern}")
+    if not __utils__["rollout_ids.is_name"](release):
+        pattern = __utils__["rollout_ids.name_pattern"]()
+        raise _sie(f"invalid release id {release!r}: must match {pattern}")
     return release
 
 
@@ -246,113 +252,72 @@ def _select_keep(patterns, live_files, carried):
     return kept, shadowed, conflicts
 
 
-def _sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
-def _scan(root):
-    """
-    Walk ``root`` without following symlinks. Returns (files {rel: sha256},
-    links {rel: target}, other [rel]) where other are fifos, sockets and devices.
-    """
-    files, links, other = {}, {}, []
-
-    def _walk(path, prefix):
-        with os.scandir(path) as entries:
-            for entry in entries:
-                rel = f"{prefix}{entry.name}"
-                if entry.is_symlink():
-                    links[rel] = os.readlink(entry.path)
-                elif entry.is_dir(follow_symlinks=False):
-                    _walk(entry.path, f"{rel}/")
-                elif entry.is_file(follow_symlinks=False):
-                    files[rel] = _sha256_file(entry.path)
-                else:
-                    other.append(rel)
-
-    if os.path.isdir(root):
-        _walk(root, "")
-    return files, links, sorted(other)
 
 
-def _scan_names(root):
-    """
-    Like _scan without hashing: ({rel: None} for regular files, {rel: target}, [other]).
-    """
-    files, links, other = {}, {}, []
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = os.path.relpath(dirpath, root)
-        prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
-        for entry in list(dirnames):
-            full = os.path.join(dirpath, entry)
-            if os.path.islink(full):
-                links[prefix + entry] = os.readlink(full)
-                dirnames.remove(entry)
-        for entry in filenames:
-            full = os.path.join(dirpath, entry)
-            st = os.lstat(full)
-            if stat.S_ISLNK(st.st_mode):
-                links[prefix + entry] = os.readlink(full)
-            elif stat.S_ISREG(st.st_mode):
-                files[prefix + entry] = None
-            else:
-                other.append(prefix + entry)
-    return files, links, other
 
 
-def _compare(record, files, links, other=()):
-    """
-    Compare a deployed record with a scan of the live tree.
-    Returns {"modified", "added", "removed", "local_modified"} (sorted relative paths).
-    """
-    expected = {rel: ("file", sha) for rel, sha in (record.get("files") or {}).items()}
-    expected.update({rel: ("link", tgt) for rel, tgt in (record.get("links") or {}).items()})
-    local = record.get("local") or {}
-    actual = {rel: ("file", sha) for rel, sha in files.items()}
-    actual.update({rel: ("link", tgt) for rel, tgt in links.items()})
-    actual.update({rel: ("other", None) for rel in other})
+def _expected(record):
+    """A deployed record or staging description as a listing for rollout_tree.compare."""
     return {
-        "modified": sorted(r for r, v in expected.items() if r in actual and actual[r] != v),
-        "removed": sorted(r for r in expected if r not in actual),
-        "added": sorted(r for r in actual if r not in expected and r not in local),
+        "files": {rel: {"sha256": sha} for rel, sha in (record.get("files") or {}).items()},
+        "symlinks": dict(record.get("links") or {}),
+    }
+
+
+def _compare(record, listing):
+    """
+    Compare a deployed record with a listing (rollout_tree.scan) of the live tree.
+    Returns {"modified", "added", "removed", "local_modified"} (sorted relative paths):
+    host-local files (``local``) are not drift, only ``local_modified`` when changed.
+    """
+    local = {rel: sha for rel, sha in (record.get("local") or {}).items()
+             if rel not in (record.get("files") or {}) and rel not in (record.get("links") or {})}
+    diff = _tree("compare")(_expected(record), listing, ignore=local)
+    files = listing.get("files") or {}
+    return {
+        "modified": diff["modified"],
+        "removed": diff["missing"],
+        "added": diff["added"],
         "local_modified": sorted(
-            r for r, sha in local.items() if r not in expected and actual.get(r) != ("file", sha)
+            rel for rel, sha in local.items() if (files.get(rel) or {}).get("sha256") != sha
         ),
     }
 
 
-def _first_difference(meta, files, links, other):
-    diff = _compare({"files": meta.get("files"), "links": meta.get("links")}, files, links, other)
+def _first_difference(meta, listing):
+    diff = _compare({"files": meta.get("files"), "links": meta.get("links")}, listing)
     for key in ("modified", "removed", "added"):
         if diff[key]:
             return f"{diff[key][0]} {key}"
     return None
 
 
+def _scan(root):
+    """Listing of ``root`` (rollout_tree.scan); an empty listing when it is not a dir."""
+    if not os.path.isdir(root):
+        return {"files": {}, "symlinks": {}, "other": []}
+    return _tree("scan")(root)
+
+
+def _record_shape(listing):
+    """(files {rel: sha256}, links {rel: target}) of a listing, as records keep them."""
+    return (
+        {rel: entry["sha256"] for rel, entry in listing["files"].items()},
+        dict(listing["symlinks"]),
+    )
+
+
 def _write_json(path, data):
     """
-    Write ``data`` as JSON to ``path`` atomically (temp file in the same dir + rename).
+    Write ``data`` as JSON to ``path`` atomically (salt.utils.atomicfile: temp file in the
+    same dir, fsync, rename), mode 0644.
     """
-    directory, base = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(prefix=f"{base}.tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with salt.utils.atomicfile.atomic_open(path, "w") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+        fh.write("\n")
+    os.chmod(path, 0o644)
 
 
 def _read_json(path, what):
@@ -372,177 +337,19 @@ def _remove(path):
     """
     Remove a file, symlink or tree; True when something was removed.
     """
-    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
-        os.unlink(path)
-        return True
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-        return True
-    return False
+    if not os.path.lexists(path):
+        return False
+    salt.utils.files.rm_rf(path)
+    return True
 
 
 def _temp_files(paths):
-    found = []
-    for key in ("record", "staging_meta"):
-        found.extend(glob.glob(glob.escape(paths[key]) + ".tmp-*", include_hidden=True))
-    return sorted(found)
+    # Temp files of salt.utils.atomicfile (record, staging description) left by a crash.
+    return sorted(glob.glob(os.path.join(glob.escape(paths["parent"]), ".___atomic_write*")))
 
 
-def _resolve(parts, links):
-    """
-    Resolve a path (components from the archive root, the first being the top-level dir)
-    like realpath would, through the archive's symlinks ``links`` ({path: linkname}).
-    Returns the resolved components, or None when the path goes above the top-level dir at
-    any step (``top/x -> ../top/y`` is refused too: while staged, the top dir is named
-    ``.<name>.staging``, and ``..`` from it is the live parent). Raises ValueError on a
-    symlink loop.
-    """
-    out, todo, hops = [], list(parts), 0
-    while todo:
-        part = todo.pop(0)
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if len(out) <= 1:
-                return None
-            out.pop()
-            continue
-        out.append(part)
-        linkname = links.get("/".join(out))
-        if linkname is not None:
-            hops += 1
-            if hops > _MAX_LINK_HOPS:
-                raise ValueError("symlink loop")
-            if linkname.startswith("/"):
-                return None
-            out.pop()
-            todo[:0] = linkname.split("/")
-    return out
 
 
-class _MemberCheck:
-    """
-    Checks tar members one by one (``check``), then the archive as a whole (``finish``).
-    Raises CommandExecutionError naming the archive and the first bad member.
-    """
-
-    def __init__(self, archive, top=None):
-        self.archive = archive
-        self.top = top
-        self.top_given = top is not None
-        self.kinds = {}  # normalised path -> "dir" | "file" | "symlink" | "hardlink"
-        self.links = {}  # normalised symlink path -> linkname
-        self.names = {}  # normalised symlink path -> member name as in the archive
-        self.members = 0
-        self.bytes = 0
-        # A root that does not exist: tarfile's data filter resolves names lexically there.
-        self.vroot = os.path.join(os.sep, f".release-verify-{uuid.uuid4().hex}")
-
-    def _reject(self, name, reason):
-        raise _cee(f"release archive {self.archive}: member {name!r} {reason}")
-
-    def _link_escapes(self, path, linkname):
-        parts = path.split("/")[:-1] + linkname.split("/")
-        resolved = _resolve(parts, self.links)
-        return not resolved or resolved[0] != self.top
-
-    def check(self, member):
-        """
-        Check one member; returns its path below the top-level dir ("" for the top dir).
-        """
-        name = member.name
-        if name.startswith("/"):
-            self._reject(name, "has an absolute path")
-        raw = name.split("/")
-        if ".." in raw:
-            self._reject(name, "has a '..' path component")
-        parts = [p for p in raw if p not in ("", ".")]
-        if not parts:
-            if member.isdir():  # a "./" entry
-                self.members += 1
-                return None
-            self._reject(name, "has an empty name")
-        try:
-            tarfile.data_filter(member, self.vroot)
-        except tarfile.FilterError as exc:
-            reason = str(exc).replace(self.vroot, "<archive root>")
-            self._reject(name, f"is refused by tarfile's data filter ({type(exc).__name__}: {reason})")
-        if member.mode & _SPECIAL_BITS:
-            self._reject(name, f"has setuid/setgid/sticky bits (mode {member.mode:04o})")
-        top = parts[0]
-        if self.top is None:
-            self.top = top
-        elif top != self.top:
-            if self.top_given:
-                self._reject(name, f"is outside the expected top-level dir {self.top!r}")
-            self._reject(
-                name,
-                f"is outside the top-level dir {self.top!r} (an archive must hold one "
-                "top-level dir)",
-            )
-        if len(parts) == 1 and not member.isdir():
-            self._reject(name, "is a top-level entry that is not a directory")
-        path = "/".join(parts)
-        for i in range(1, len(parts)):
-            kind = self.kinds.get("/".join(parts[:i]))
-            if kind not in (None, "dir"):
-                self._reject(name, f"lies below {'/'.join(parts[:i])!r}, a {kind} in the archive")
-        previous = self.kinds.get(path)
-        if previous is not None and not (previous == "dir" and member.isdir()):
-            self._reject(name, "appears twice in the archive")
-        if member.issym():
-            self.links[path] = member.linkname
-            self.names[path] = name
-            try:
-                escapes = self._link_escapes(path, member.linkname)
-            except ValueError:
-                self._reject(name, f"is a symlink loop (-> {member.linkname!r})")
-            if escapes:
-                self._reject(
-                    name,
-                    f"is a symlink to {member.linkname!r}, which leaves the top-level dir "
-                    f"{self.top!r}",
-                )
-            kind = "symlink"
-        elif member.islnk():
-            lparts = member.linkname.split("/")
-            linkpath = "/".join(p for p in lparts if p not in ("", "."))
-            if ".." in lparts or self.kinds.get(linkpath) not in ("file", "hardlink"):
-                self._reject(
-                    name,
-                    f"is a hard link to {member.linkname!r}, which is not an earlier regular "
-                    f"file inside the top-level dir {self.top!r}",
-                )
-            kind = "hardlink"
-        elif member.isdir():
-            kind = "dir"
-        else:
-            kind = "file"
-            self.bytes += member.size
-        self.kinds[path] = kind
-        self.members += 1
-        return "/".join(parts[1:])
-
-    def finish(self):
-        """
-        Whole-archive checks; returns (top, members, bytes).
-        """
-        if self.top is None:
-            raise _cee(f"release archive {self.archive} has no members")
-        # Symlinks can chain through links that came later in the archive: resolve all of
-        # them again against the complete set.
-        for path, linkname in self.links.items():
-            try:
-                escapes = self._link_escapes(path, linkname)
-            except ValueError:
-                self._reject(self.names[path], f"is a symlink loop (-> {linkname!r})")
-            if escapes:
-                self._reject(
-                    self.names[path],
-                    f"is a symlink to {linkname!r}, which leaves the top-level dir "
-                    f"{self.top!r} through other symlinks of the archive",
-                )
-        return self.top, self.members, self.bytes
 
 
 def _open_archive(archive):
@@ -552,51 +359,17 @@ def _open_archive(archive):
         raise _cee(f"cannot read release archive {archive}: {exc.strerror}") from exc
 
 
-def _verify_fh(fh, archive, sha256, top):
-    """
-    Verify the open archive ``fh`` (checksum, then members); leaves ``fh`` anywhere.
-    """
-    digest = hashlib.sha256()
-    for chunk in iter(lambda: fh.read(_CHUNK), b""):
-        digest.update(chunk)
-    found = digest.hexdigest()
-    if found != sha256:
-        raise _cee(
-            f"release archive {archive}: sha256 mismatch: expected {sha256}, found {found}"
-        )
-    fh.seek(0)
-    checker = _MemberCheck(archive, top)
-    try:
-        with tarfile.open(fileobj=fh, mode="r:*") as tar:
-            for member in tar:
-                checker.check(member)
-    except tarfile.TarError as exc:
-        raise _cee(f"release archive {archive} is not a readable tar archive: {exc}") from exc
-    top, members, size = checker.finish()
-    return {"archive": archive, "sha256": found, "top": top, "members": members, "bytes": size}
 
 
-def _extract_filter(archive, top):
-    """
-    Extraction filter for ``stage``: ``<top>/x`` -> ``x``, the top dir itself is skipped,
-    then tarfile's data filter against the real staging dir, plus the setuid rule.
-    """
 
-    def _filter(member, dest_path):
-        parts = [p for p in member.name.split("/") if p not in ("", ".")]
-        if len(parts) <= 1:
-            return None
-        if member.name.startswith("/") or ".." in member.name.split("/") or parts[0] != top:
-            raise _cee(f"release archive {archive}: member {member.name!r} is outside {top!r}")
-        if member.mode & _SPECIAL_BITS:
-            raise _cee(f"release archive {archive}: member {member.name!r} has setuid/setgid/sticky bits")
-        changes = {"name": "/".join(parts[1:])}
-        if member.islnk():
-            lparts = [p for p in member.linkname.split("/") if p not in ("", ".")]
-            changes["linkname"] = "/".join(lparts[1:])
-        return tarfile.data_filter(member.replace(**changes, deep=False), dest_path)
 
-    return _filter
+def _verify_fh(fh, archive, sha256, top, paths=None):
+    """
+    Verify the open archive ``fh`` (checksum, then members; rollout_archive.check); with
+    ``paths``, also that every member fits below the staging and the live program dir.
+    """
+    dests = (paths["staging"], paths["target"]) if paths else ()
+    return _archive("check")(fh, archive, sha256, top, prefix=_prefix(), dests=dests)
 
 
 def _chown_tree(root, uid, gid):
@@ -637,7 +410,7 @@ def _check_live_target(paths):
 # --------------------------------------------------------------------------- public
 
 
-def verify(archive, sha256, top=None):
+def verify(archive, sha256, top=None, target=None):
     """
     Verify a release archive without extracting it: its sha256, then every member (see the
     module docstring for the rules). Fails on the first bad member, naming it.
@@ -651,6 +424,11 @@ def verify(archive, sha256, top=None):
     top
         Expected name of the single top-level dir (e.g. the target's name, ``ecsc``).
 
+    target
+        The program directory the archive is for (e.g. ``/home/ecsc``): ``top`` defaults
+        to its name, and every member must fit below it and below its staging dir
+        (NAME_MAX/PATH_MAX of that filesystem).
+
     Returns ``{"archive", "sha256", "top", "members": <count>, "bytes": <total file size>}``.
 
     CLI Example:
@@ -663,8 +441,11 @@ def verify(archive, sha256, top=None):
     sha256 = _check_sha(sha256)
     if top is not None and (not isinstance(top, str) or not top or "/" in top or top in (".", "..")):
         raise _sie(f"top must be a single directory name, got {top!r}")
+    paths = _paths(target) if target is not None else None
+    if paths and top is None:
+        top = paths["name"]
     with _open_archive(archive) as fh:
-        return _verify_fh(fh, archive, sha256, top)
+        return _verify_fh(fh, archive, sha256, top, paths)
 
 
 def stage(archive, target, sha256, release, keep=None):
@@ -706,7 +487,7 @@ def stage(archive, target, sha256, release, keep=None):
     live = _check_live_target(paths)
     staging_dir = paths["staging"]
     with _open_archive(archive) as fh:
-        summary = _verify_fh(fh, archive, sha256, paths["name"])
+        summary = _verify_fh(fh, archive, sha256, paths["name"], paths)
         for path in _remove_staging(paths):
             log.info("release: removed stale staging %s", path)
         try:
@@ -714,14 +495,19 @@ def stage(archive, target, sha256, release, keep=None):
             fh.seek(0)
             with tarfile.open(fileobj=fh, mode="r:*") as tar:
                 tar.errorlevel = 2
-                tar.extractall(staging_dir, filter=_extract_filter(archive, summary["top"]))
+                tar.extractall(
+                    staging_dir, filter=_archive("extract_filter")(archive, summary["top"], prefix=_prefix())
+                )
             if live and os.geteuid() == 0:
                 st = os.stat(paths["target"])
                 _chown_tree(staging_dir, st.st_uid, st.st_gid)
                 os.chmod(staging_dir, stat.S_IMODE(st.st_mode))
-            files, links, other = _scan(staging_dir)
-            if other:
-                raise _cee(f"release archive {archive}: staged special file {other[0]!r}")
+            listing = _scan(staging_dir)
+            if listing["other"]:
+                raise _cee(
+                    f"release archive {archive}: staged special file {listing['other'][0]!r}"
+                )
+            files, links = _record_shape(listing)
             _write_json(
                 paths["staging_meta"],
                 {
@@ -783,15 +569,40 @@ def staging(target):
     }
     if meta is None:
         return ret
-    files, links, other = _scan(paths["staging"])
+    listing = _scan(paths["staging"])
     ret.update(
         release=meta.get("release"),
         archive_sha256=meta.get("archive_sha256"),
         staged=meta.get("staged"),
         files=len(meta.get("files") or {}) + len(meta.get("links") or {}),
-        intact=_first_difference(meta, files, links, other) is None,
+        intact=_first_difference(meta, listing) is None,
     )
     return ret
+
+
+def _carry_local(target, staging_dir, patterns, files, links, release, undo):
+    """
+    Copy the live files matching ``patterns`` that the archive does not carry into the
+    staging (each copy registered in ``undo``); returns {relpath: sha256} of those kept.
+    """
+    live_files = [rel for rel, _ in _tree("walk")(target).files]
+    kept, shadowed, conflicts = _select_keep(patterns, live_files, set(files) | set(links))
+    if conflicts:
+        raise _cee(
+            f"host-local file {os.path.join(target, conflicts[0])} (keep) lies below a "
+            f"path that release {release} carries as a file"
+        )
+    for rel in shadowed:
+        log.info("release: %s is carried by the archive; not keeping the live copy", rel)
+    owner = _tree("default_owner")()
+    local = {}
+    for rel in kept:
+        src, dst = os.path.join(target, rel), os.path.join(staging_dir, rel)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        sha, _, _ = _tree("copy_file")(src, dst, owner)
+        undo.append(lambda dst=dst: _remove(dst))
+        local[rel] = sha
+    return local
 
 
 def swap(target, release, sha256=None, keep=None):
@@ -848,86 +659,50 @@ def swap(target, release, sha256=None, keep=None):
                 f"run release.clean {target} to put the previous tree back"
             )
         _remove(previous)
-    files, links, other = _scan(staging_dir)
-    difference = _first_difference(meta, files, links, other)
+    staged_listing = _scan(staging_dir)
+    difference = _first_difference(meta, staged_listing)
     if difference:
         raise _cee(f"staging {staging_dir} changed since it was staged ({difference}); stage again")
+    files, links = _record_shape(staged_listing)
 
-    copied, local = [], {}
+    # One undo list for every step: on failure each done step is undone, newest first.
+    undo = []
+    step = f"carry host-local files of {target} into {staging_dir}"
     try:
-        if live and patterns:
-            live_files, _, _ = _scan_names(target)
-            kept, shadowed, conflicts = _select_keep(patterns, live_files, set(files) | set(links))
-            if conflicts:
-                raise _cee(
-                    f"host-local file {os.path.join(target, conflicts[0])} (keep) lies below a "
-                    f"path that release {release} carries as a file"
-                )
-            for rel in shadowed:
-                log.info("release: %s is carried by the archive; not keeping the live copy", rel)
-            for rel in kept:
-                src, dst = os.path.join(target, rel), os.path.join(staging_dir, rel)
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                shutil.copy2(src, dst, follow_symlinks=False)
-                copied.append(dst)
-                if os.geteuid() == 0:
-                    st = os.lstat(src)
-                    os.lchown(dst, st.st_uid, st.st_gid)
-                local[rel] = _sha256_file(dst)
-    except Exception as exc:
-        for path in copied:
-            _remove(path)
+        local = _carry_local(target, staging_dir, patterns, files, links, release, undo) if (
+            live and patterns) else {}
+        if live:
+            step = f"rename {target} to {previous}"
+            os.rename(target, previous)
+            undo.append(lambda: os.rename(previous, target))
+        step = f"rename {staging_dir} to {target}"
+        os.rename(staging_dir, target)
+        undo.append(lambda: os.rename(target, staging_dir))
+        step = f"write {paths['record']}"
+        _write_json(paths["record"], {
+            "format": RECORD_FORMAT,
+            "release": release,
+            "archive_sha256": meta.get("archive_sha256"),
+            "deployed": _now_iso(),
+            "host": _minion_id(),
+            "files": files,
+            "links": links,
+            "local": local,
+        })
+    except Exception as exc:  # every step's failure takes the same way back
+        for action in reversed(undo):
+            try:
+                action()
+            except OSError as undo_exc:
+                log.error("release: undoing the swap of %s: %s", target, undo_exc)
         if isinstance(exc, CommandExecutionError):
             raise
-        raise _cee(f"cannot carry host-local files of {target} into {staging_dir}: {exc}") from exc
-
-    def _undo_copies():
-        for path in copied:
-            try:
-                _remove(path)
-            except OSError:
-                log.warning("release: could not remove %s", path)
-
-    if live:
+        raise _cee(f"cannot {step} (swap undone, live tree put back as it was): {exc}") from exc
+    for leftover in (previous, paths["staging_meta"]) if live else (paths["staging_meta"],):
         try:
-            os.rename(target, previous)
+            _remove(leftover)
         except OSError as exc:
-            _undo_copies()
-            raise _cee(f"cannot rename {target} to {previous}: {exc}") from exc
-    try:
-        os.rename(staging_dir, target)
-    except OSError as exc:
-        if live:
-            os.rename(previous, target)
-        _undo_copies()
-        raise _cee(f"cannot rename {staging_dir} to {target} (live tree put back): {exc}") from exc
-    record_data = {
-        "format": RECORD_FORMAT,
-        "release": release,
-        "archive_sha256": meta.get("archive_sha256"),
-        "deployed": _now_iso(),
-        "host": _minion_id(),
-        "files": files,
-        "links": links,
-        "local": local,
-    }
-    try:
-        _write_json(paths["record"], record_data)
-    except OSError as exc:
-        os.rename(target, staging_dir)
-        if live:
-            os.rename(previous, target)
-        _undo_copies()
-        raise _cee(f"cannot write {paths['record']} (swap undone): {exc}") from exc
-    if live:
-        try:
-            _remove(previous)
-        except OSError as exc:
-            log.warning("release: could not remove %s: %s", previous, exc)
-    try:
-        _remove(paths["staging_meta"])
-    except OSError as exc:
-        log.warning("release: could not remove %s: %s", paths["staging_meta"], exc)
+            log.warning("release: could not remove %s: %s", leftover, exc)
     log.info("release: %s is now on %s", target, release)
     return {
         "target": target,
@@ -991,8 +766,7 @@ def deployed(target):
     }
     if record_data is None:
         return ret
-    files, links, other = _scan(paths["target"])
-    diff = _compare(record_data, files, links, other)
+    diff = _compare(record_data, _scan(paths["target"]))
     ret.update(diff)
     ret.update(
         release=record_data.get("release"),

@@ -27,7 +27,7 @@ import logging
 import os
 import shutil
 
-from salt.exceptions import CommandExecutionError
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def __virtual__():
 
 
 def _minion_id():
-    return __opts__.get("id", "unknown-minion")
+    return __utils__["rollout_ids.minion_id"]()
 
 
 def _norm_release(release):
@@ -56,7 +56,7 @@ def _fetch(source):
     """
     try:
         cached = __salt__["cp.cache_file"](source)
-    except Exception as exc:  # pylint: disable=broad-except
+    except (CommandExecutionError, SaltInvocationError, OSError) as exc:
         raise CommandExecutionError(
             f"release on minion {_minion_id()}: could not fetch release archive {source}: {exc}"
         ) from exc
@@ -126,9 +126,7 @@ def staged(name, source, sha256, release, keep=None):
         cached = _fetch(source)
         if __opts__["test"]:
             info = __salt__["release.staging"](name)
-            summary = __salt__["release.verify"](
-                cached, sha256, top=os.path.basename(os.path.normpath(name))
-            )
+            summary = __salt__["release.verify"](cached, sha256, target=name)
             ret["result"] = None
             ret["comment"] = (
                 f"would verify and stage {source} ({summary['members']} members) into "
@@ -139,7 +137,7 @@ def staged(name, source, sha256, release, keep=None):
                                          "members": summary["members"]}}
             return ret
         res = __salt__["release.stage"](cached, name, sha256, release, keep=keep)
-    except Exception as exc:  # pylint: disable=broad-except
+    except (CommandExecutionError, SaltInvocationError) as exc:
         ret["comment"] = str(exc)
         return ret
     ret["result"] = True
@@ -205,9 +203,7 @@ def deployed(name, release, source=None, sha256=None, keep=None):
                 return ret
             cached = _fetch(source)
             if __opts__["test"]:
-                summary = __salt__["release.verify"](
-                    cached, sha256, top=os.path.basename(os.path.normpath(name))
-                )
+                summary = __salt__["release.verify"](cached, sha256, target=name)
                 ret["result"] = None
                 ret["comment"] = (
                     f"would verify and stage {source} ({summary['members']} members) into "
@@ -216,7 +212,7 @@ def deployed(name, release, source=None, sha256=None, keep=None):
                 ret["changes"] = {"deployed": {"old": old, "new": release}}
                 return ret
             res = __salt__["release.unpack"](cached, name, sha256, release, keep=keep)
-    except Exception as exc:  # pylint: disable=broad-except
+    except (CommandExecutionError, SaltInvocationError) as exc:
         ret["comment"] = str(exc)
         return ret
     ret["result"] = True
@@ -227,14 +223,9 @@ def deployed(name, release, source=None, sha256=None, keep=None):
 
 
 def _tree_bytes(path):
-    total = 0
-    for root, _, files in os.walk(path):
-        for fname in files:
-            try:
-                total += os.lstat(os.path.join(root, fname)).st_size
-            except OSError:
-                pass
-    return total
+    if not os.path.isdir(path):
+        return 0
+    return __utils__["rollout_tree.walk"](path).nbytes
 
 
 def verified(name, source, sha256, margin=1.1):
@@ -256,13 +247,11 @@ def verified(name, source, sha256, margin=1.1):
     ret = {"name": name, "changes": {}, "result": False, "comment": ""}
     try:
         cached = _fetch(source)
-        summary = __salt__["release.verify"](
-            cached, sha256, top=os.path.basename(os.path.normpath(name))
-        )
+        summary = __salt__["release.verify"](cached, sha256, target=name)
         parent = os.path.dirname(os.path.normpath(name))
         need = int((summary["bytes"] + _tree_bytes(name)) * float(margin))
         free = shutil.disk_usage(parent).free
-    except Exception as exc:  # pylint: disable=broad-except
+    except (CommandExecutionError, SaltInvocationError) as exc:
         ret["comment"] = str(exc)
         return ret
     if free < need:
@@ -311,7 +300,7 @@ def restored(name, tag):
         current = __salt__["release.recorded"](name)
         if record != current:
             __salt__["release.record"](name, record)
-    except Exception as exc:  # pylint: disable=broad-except
+    except (CommandExecutionError, SaltInvocationError) as exc:
         ret["comment"] = str(exc)
         return ret
     ret["result"] = True
@@ -358,7 +347,7 @@ def rolled_back(name, tag):
                 f"({host['install_dir']})"
             )
         must_change = __salt__["backup.restore"](name, tag, test=True).get("changed")
-    except Exception as exc:  # pylint: disable=broad-except
+    except (CommandExecutionError, SaltInvocationError) as exc:
         ret["comment"] = str(exc)
         return ret
     identity = host["identity"]

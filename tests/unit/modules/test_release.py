@@ -1,9 +1,8 @@
 """
-Unit tests of the ``release`` execution module's logic: member checks, manifest/record
-comparison, keep-glob selection, argument checks.
+Unit tests of the ``release`` execution module's logic: record comparison, keep-glob
+selection, argument checks (member checks: tests/unit/utils/test_rollout_archive.py).
 """
 
-import importlib.util
 import io
 import os
 import tarfile
@@ -11,11 +10,9 @@ import tarfile
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import load_repo_module, repo_utils
 
-_spec = importlib.util.spec_from_file_location("release_module", REPO_ROOT / "_modules" / "release.py")
-release = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(release)
+release = load_repo_module("modules", "release")
 
 MINION = "unit-minion"
 ARCHIVE = "/srv/upload/svc.tar"
@@ -23,7 +20,8 @@ ARCHIVE = "/srv/upload/svc.tar"
 
 @pytest.fixture
 def configure_loader_modules():
-    return {release: {"__opts__": {"id": MINION, "test": False}}}
+    opts = {"id": MINION, "test": False}
+    return {release: {"__opts__": opts, "__utils__": repo_utils(opts)}}
 
 
 def member(name, type_=tarfile.REGTYPE, mode=0o644, linkname="", size=5):
@@ -35,157 +33,16 @@ def member(name, type_=tarfile.REGTYPE, mode=0o644, linkname="", size=5):
     return info
 
 
-def good_members():
-    return [
-        member("svc", tarfile.DIRTYPE, 0o755),
-        member("svc/WEB-INF", tarfile.DIRTYPE, 0o755),
-        member("svc/WEB-INF/lib", tarfile.DIRTYPE, 0o755),
-        member("svc/WEB-INF/lib/svc.jar", size=100),
-        member("svc/WEB-INF/lib/svc.jar.bak", tarfile.LNKTYPE, linkname="svc/WEB-INF/lib/svc.jar"),
-        member("svc/current.jar", tarfile.SYMTYPE, 0o777, linkname="WEB-INF/lib/svc.jar"),
-        member("svc/WEB-INF/up", tarfile.SYMTYPE, 0o777, linkname="../current.jar"),
-        member("svc/startup.sh", mode=0o755, size=20),
-    ]
+def listing(files, links, other=()):
+    """A rollout_tree listing from {rel: sha256} and {rel: target}."""
+    return {
+        "files": {rel: {"sha256": sha} for rel, sha in files.items()},
+        "symlinks": links,
+        "other": list(other),
+    }
 
 
-def run_check(members, top=None):
-    checker = release._MemberCheck(ARCHIVE, top)
-    for m in members:
-        checker.check(m)
-    return checker.finish()
-
-
-def rejected(members, top=None):
-    with pytest.raises(CommandExecutionError) as exc:
-        run_check(members, top)
-    message = str(exc.value)
-    assert MINION in message and ARCHIVE in message
-    return message
-
-
-# --------------------------------------------------------------------------- member checks
-
-
-def test_good_members_pass():
-    assert run_check(good_members(), top="svc") == ("svc", 8, 120)
-    assert run_check(good_members())[0] == "svc"
-
-
-def test_check_returns_path_below_top():
-    checker = release._MemberCheck(ARCHIVE)
-    assert checker.check(member("./svc/", tarfile.DIRTYPE)) == ""
-    assert checker.check(member("./svc/a/b.txt")) == "a/b.txt"
-    assert checker.check(member("./", tarfile.DIRTYPE)) is None
-
-
-@pytest.mark.parametrize(
-    "bad, offender, why",
-    [
-        (member("svc/../../etc/x"), "svc/../../etc/x", "'..'"),
-        (member("svc/a/../b"), "svc/a/../b", "'..'"),
-        (member("/etc/x"), "/etc/x", "absolute path"),
-        (member("svc/l", tarfile.SYMTYPE, linkname="../../etc"), "svc/l", "data filter"),
-        (member("svc/l", tarfile.SYMTYPE, linkname="/etc/passwd"), "svc/l", "data filter"),
-        (member("svc/l", tarfile.SYMTYPE, linkname="../x"), "svc/l", "leaves the top-level dir"),
-        (member("svc/l", tarfile.SYMTYPE, linkname="../svc/startup.sh"), "svc/l", "leaves"),
-        (member("svc/h", tarfile.LNKTYPE, linkname="../etc/passwd"), "svc/h", "data filter"),
-        (member("svc/h", tarfile.LNKTYPE, linkname="svc/missing"), "svc/h", "hard link"),
-        (member("svc/h", tarfile.LNKTYPE, linkname="svc/current.jar"), "svc/h", "hard link"),
-        (member("svc/d", tarfile.CHRTYPE), "svc/d", "special file"),
-        (member("svc/d", tarfile.BLKTYPE), "svc/d", "special file"),
-        (member("svc/p", tarfile.FIFOTYPE), "svc/p", "special file"),
-        (member("svc/suid", mode=0o4755), "svc/suid", "setuid/setgid/sticky"),
-        (member("svc/sgid", tarfile.DIRTYPE, mode=0o2755), "svc/sgid", "setuid/setgid/sticky"),
-        (member("svc/tmp", tarfile.DIRTYPE, mode=0o1777), "svc/tmp", "setuid/setgid/sticky"),
-        (member("other/x"), "other/x", "outside the top-level dir 'svc'"),
-        (member("README"), "README", "outside"),
-        (member("svc/startup.sh"), "svc/startup.sh", "appears twice"),
-        (member("svc/current.jar/x"), "svc/current.jar/x", "lies below"),
-        (member("svc/startup.sh/x"), "svc/startup.sh/x", "lies below"),
-    ],
-)
-def test_bad_member_is_named(bad, offender, why):
-    message = rejected(good_members() + [bad])
-    assert f"member {offender!r}" in message
-    assert why in message
-
-
-def test_repeated_directory_entry_is_fine():
-    assert run_check(good_members() + [member("svc/WEB-INF", tarfile.DIRTYPE)])[1] == 9
-
-
-def test_top_must_be_a_directory():
-    message = rejected([member("svc")])
-    assert "'svc' is a top-level entry that is not a directory" in message
-
-
-def test_expected_top():
-    message = rejected(good_members(), top="ecsc")
-    assert "member 'svc' is outside the expected top-level dir 'ecsc'" in message
-
-
-def test_first_bad_member_is_the_one_named():
-    message = rejected(
-        good_members()
-        + [member("svc/pipe", tarfile.FIFOTYPE), member("/etc/shadow"), member("svc/../x")]
-    )
-    assert "'svc/pipe'" in message
-    assert "/etc/shadow" not in message and "svc/../x" not in message
-
-
-def test_symlink_chain_through_later_link():
-    members = good_members() + [
-        member("svc/a", tarfile.SYMTYPE, linkname="l/../startup.sh"),
-        member("svc/l", tarfile.SYMTYPE, linkname="."),
-    ]
-    message = rejected(members)
-    assert "member 'svc/a'" in message and "through other symlinks" in message
-
-
-def test_symlink_loop():
-    members = good_members() + [
-        member("svc/a", tarfile.SYMTYPE, linkname="b/x"),
-        member("svc/b", tarfile.SYMTYPE, linkname="a/x"),
-    ]
-    assert "symlink loop" in rejected(members)
-
-
-def test_empty_archive():
-    with pytest.raises(CommandExecutionError, match="has no members"):
-        run_check([])
-
-
-def test_resolve():
-    links = {"svc/l": ".", "svc/lib": "WEB-INF/lib", "svc/abs": "/etc"}
-    assert release._resolve(["svc", "x"], links) == ["svc", "x"]
-    assert release._resolve(["svc", "lib", "a.jar"], links) == ["svc", "WEB-INF", "lib", "a.jar"]
-    assert release._resolve(["svc", "lib", ".."], links) == ["svc", "WEB-INF"]
-    assert release._resolve(["svc", "l", ".."], links) is None
-    assert release._resolve(["svc", "..", "svc"], links) is None
-    assert release._resolve(["svc", "abs"], links) is None
-    with pytest.raises(ValueError):
-        release._resolve(["svc", "a"], {"svc/a": "a"})
-
-
-def test_extract_filter_rewrites_and_confines(tmp_path):
-    staging = tmp_path / ".svc.staging"
-    staging.mkdir()
-    filt = release._extract_filter(ARCHIVE, "svc")
-    assert filt(member("svc", tarfile.DIRTYPE), str(staging)) is None
-    out = filt(member("svc/a/b.jar", mode=0o664), str(staging))
-    assert out.name == "a/b.jar" and out.mode == 0o644 and out.uid is None
-    out = filt(member("svc/c", tarfile.LNKTYPE, linkname="svc/a/b.jar"), str(staging))
-    assert out.linkname == "a/b.jar"
-    # Second line of defence, against the real staging dir on disk.
-    (staging / "up").symlink_to("..")
-    with pytest.raises(tarfile.FilterError):
-        filt(member("svc/up/x"), str(staging))
-    with pytest.raises(tarfile.FilterError):
-        filt(member("svc/l", tarfile.SYMTYPE, linkname="../svc"), str(staging))
-    with pytest.raises(CommandExecutionError, match="outside 'svc'"):
-        filt(member("other/x"), str(staging))
-    with pytest.raises(CommandExecutionError, match="setuid"):
-        filt(member("svc/x", mode=0o4755), str(staging))
+# --------------------------------------------------------------------------- verify
 
 
 def test_verify_streams_checksum_and_names_minion(tmp_path):
@@ -222,7 +79,7 @@ def test_compare_record_with_tree():
         "extra.jar": "7" * 64,
     }
     links = {"current.jar": "extra.jar", "old-link": "a.jar"}
-    diff = release._compare(record, files, links, other=["run/sock"])
+    diff = release._compare(record, listing(files, links, ["run/sock"]))
     assert diff == {
         "modified": ["conf/app.properties", "current.jar"],
         "removed": ["gone.txt"],
@@ -233,23 +90,23 @@ def test_compare_record_with_tree():
 
 def test_compare_intact_tree_and_type_change():
     record = {"files": {"a": "1" * 64}, "links": {"b": "a"}, "local": {"c": "2" * 64}}
-    assert release._compare(record, {"a": "1" * 64, "c": "2" * 64}, {"b": "a"}) == {
+    assert release._compare(record, listing({"a": "1" * 64, "c": "2" * 64}, {"b": "a"})) == {
         "modified": [],
         "removed": [],
         "added": [],
         "local_modified": [],
     }
     # A file replaced by a symlink with the same name is modified, not added/removed.
-    diff = release._compare(record, {"b": "1" * 64, "c": "2" * 64}, {"a": "b"})
+    diff = release._compare(record, listing({"b": "1" * 64, "c": "2" * 64}, {"a": "b"}))
     assert diff["modified"] == ["a", "b"] and not diff["added"] and not diff["removed"]
 
 
 def test_first_difference():
     meta = {"files": {"a": "1" * 64}, "links": {}}
-    assert release._first_difference(meta, {"a": "1" * 64}, {}, []) is None
-    assert release._first_difference(meta, {"a": "2" * 64}, {}, []) == "a modified"
-    assert release._first_difference(meta, {"a": "1" * 64, "b": "1" * 64}, {}, []) == "b added"
-    assert release._first_difference(meta, {}, {}, []) == "a removed"
+    assert release._first_difference(meta, listing({"a": "1" * 64}, {})) is None
+    assert release._first_difference(meta, listing({"a": "2" * 64}, {})) == "a modified"
+    assert release._first_difference(meta, listing({"a": "1" * 64, "b": "1" * 64}, {})) == "b added"
+    assert release._first_difference(meta, listing({}, {})) == "a removed"
 
 
 # --------------------------------------------------------------------------- keep globs
