@@ -221,6 +221,36 @@ def _(tar):
     add_file(tar, "README")
 
 
+@_case("implicit-dir-replaced-by-file", "svc/d", "created implicitly")
+def _(tar):
+    # svc/d/f makes tar create svc/d as a directory; the file svc/d would then replace it.
+    add_file(tar, "svc/d/f")
+    add_file(tar, "svc/d")
+
+
+@_case("implicit-dir-replaced-by-link", "svc/d", "created implicitly")
+def _(tar):
+    add_file(tar, "svc/d/f")
+    add_symlink(tar, "svc/d", "ok.txt")
+
+
+LONG_NAME = "svc/" + "n" * 300
+
+
+@_case("name-too-long", LONG_NAME, "the filesystem allows")
+def _(tar):
+    add_file(tar, LONG_NAME)
+
+
+TOO_DEEP = "svc/" + "/".join(["d" * 200] * 21) + "/f"
+
+
+@_case("nested-too-deep", TOO_DEEP, "nested too deep")
+def _(tar):
+    # Each name is fine; the path below the program dir is longer than PATH_MAX.
+    add_file(tar, TOO_DEEP)
+
+
 def write_case(case, path):
     """
     Write the hostile archive of ``case`` at ``path``; returns its sha256.

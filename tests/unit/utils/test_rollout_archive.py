@@ -176,3 +176,28 @@ def test_extract_filter_rewrites_and_confines(tmp_path):
         filt(member("other/x"), str(staging))
     with pytest.raises(CommandExecutionError, match="setuid"):
         filt(member("svc/x", mode=0o4755), str(staging))
+
+
+# --------------------------------------------------------------------------- issue 8.4
+
+
+def test_file_or_link_over_an_implicit_directory_is_refused():
+    for late in (member("svc/d"), member("svc/d", tarfile.SYMTYPE, linkname="x")):
+        message = rejected([member("svc", tarfile.DIRTYPE), member("svc/d/f"), late])
+        assert "member 'svc/d' conflicts with the directory 'svc/d'" in message
+        assert "'svc/d/f' created implicitly" in message
+    # An explicit directory entry after the implicit one is fine.
+    run_check([member("svc", tarfile.DIRTYPE), member("svc/d/f"), member("svc/d", tarfile.DIRTYPE)])
+
+
+def test_path_length_counts_the_destination(tmp_path):
+    deep = "svc/" + "/".join(["d" * 200] * 19) + "/f"  # ~3.8 KB: fits below "/"
+    run_check([member("svc", tarfile.DIRTYPE), member(deep)])
+    dest = tmp_path / ("p" * 200) / ("q" * 200) / "svc"
+    message = rejected([member("svc", tarfile.DIRTYPE), member(deep)], dests=[str(dest)])
+    assert f"member {deep!r} is nested too deep" in message
+
+
+def test_name_longer_than_name_max_is_refused():
+    message = rejected([member("svc", tarfile.DIRTYPE), member("svc/" + "n" * 256)])
+    assert "path component of 256 bytes; the filesystem allows 255" in message
