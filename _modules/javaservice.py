@@ -9,33 +9,47 @@ the wrong thing.
 
 Identity
 --------
-Every function that looks at processes takes the service's identity as keyword arguments.
-Exactly one of ``catalina_base`` / ``app_dir`` is required (giving both is refused: a Tomcat JVM
-does not run in its application directory, so "both" would silently find nothing):
+Every function that looks at processes takes the service's identity as keyword arguments, built
+from what the runbook's start really produces. Exactly one of ``catalina_base`` / ``app_dir`` is
+required (giving both is refused: a Tomcat JVM does not run in its application directory, so
+"both" would silently find nothing). A process is the service only when ALL of these hold:
 
 catalina_base
-    Tomcat: a java process whose JVM options hold ``-Dcatalina.base=<dir>`` (the last one wins,
-    as in the JVM; a relative value is resolved against the process's cwd). Both sides are
-    compared as realpaths, exactly: ``/home/tomcat`` never matches ``/home/tomcat2``.
+    Tomcat: the JVM options hold ``-Dcatalina.base=<dir>`` (the last one wins, as in the JVM; a
+    relative value is resolved against the process's cwd), compared as realpaths, exactly
+    (``/home/tomcat`` never matches ``/home/tomcat2``), AND the main class is Tomcat's
+    ``org.apache.catalina.startup.Bootstrap``.
 
-app_dir
-    Standalone JVM (``cd /home/schedule && sh startup.sh``): a java process whose working
-    directory is ``<dir>`` (realpath), or whose launcher paths - ``-cp``/``-classpath``/
-    ``--class-path`` and ``-p``/``--module-path`` entries and the ``-jar`` file, resolved against
-    the process's cwd - lie inside ``<dir>`` (path components, so ``/home/schedule`` never
-    matches ``/home/schedule-res``). ``-D`` values and the application's own arguments do not
-    count: a JVM that merely names the service (``java LogShipper /home/schedule/x.log``) is not
-    the service.
+app_dir (+ main)
+    Standalone JVM (``cd /home/schedule && sh startup.sh``): the working directory is ``<dir>``
+    (realpath), or a launcher path - ``-cp``/``-classpath``/``--class-path`` and
+    ``-p``/``--module-path`` entries and the ``-jar`` file, resolved against the process's cwd -
+    lies inside ``<dir>`` (path components: ``/home/schedule`` never matches
+    ``/home/schedule-res``), AND it runs ``main``: a main class (``lab.standalone.Main``) or,
+    for a name ending in ``.jar``, the ``-jar`` file (relative to ``<dir>``). ``main`` defaults
+    to what ``<dir>/startup.sh`` launches (its ``java ... Main`` or ``java ... -jar x.jar``
+    line); when neither gives one the call is refused.
+
+user
+    The process belongs to this user (name or uid; default: the owner of ``app_dir`` /
+    ``catalina_base``).
+
+and always
+    Its executable is a real JVM: the ``java`` binary of a Java home holding ``lib/modules`` or
+    a ``libjvm.so`` - not any file named ``java``.
 
 pidfile
     Optional extra check, never a source of truth on its own: the pid it holds counts only if
-    that process is java and matches the identity above. A stale pid file (missing, garbage,
-    dead pid, not java, another JVM) is ignored, logged and reported by :func:`status`.
+    that process is the service as above. A stale pid file (missing, garbage, dead pid, not
+    java, another JVM) is ignored, logged and reported by :func:`status`.
 
-Only processes whose executable is ``java`` (psutil ``exe()``, or ``name()`` when ``exe()`` is
-not readable) count - never the ``sh startup.sh`` wrapper, a ``grep`` or a ``tail``. Zombies do
-not count as running. Unknown keyword arguments are refused (a typo such as ``catalinabase=``
-must not turn into "matches nothing").
+A java process that looks related but fails any check - it mentions the directory in its
+arguments, runs another main class from the program dir, belongs to another user, or its
+``java`` is not a JVM - is a *stranger*: never signalled, never counted as running, and listed
+by :func:`status` and :func:`stop` (``strangers``: pid, user, cmdline, why). Never the
+``sh startup.sh`` wrapper, a ``grep`` or a ``tail`` either; zombies do not count as running.
+Unknown keyword arguments are refused (a typo such as ``catalinabase=`` must not turn into
+"matches nothing").
 
 Ready gate
 ----------
@@ -48,7 +62,8 @@ those offsets, so the previous run's ``Server startup in ...`` line in a never-r
 """
 
 import datetime
-import http.client
+import errno
+import glob
 import json
 import logging
 import os
@@ -56,10 +71,9 @@ import pwd
 import re
 import shlex
 import signal as _signal
+import stat
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
 import salt.utils.atomicfile
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -102,14 +116,15 @@ DEFAULT_FATAL = (
     r"Error: Could not (find or load main class|create the Java Virtual Machine)",
 )
 
-_SIGNALS = {
-    "TERM": _signal.SIGTERM,
-    "KILL": _signal.SIGKILL,
-    "INT": _signal.SIGINT,
-    "QUIT": _signal.SIGQUIT,
-    "HUP": _signal.SIGHUP,
-}
-_IDENTITY_KEYS = ("catalina_base", "app_dir", "pidfile")
+_IDENTITY_KEYS = ("catalina_base", "app_dir", "main", "user", "pidfile")
+_PATH_KEYS = ("catalina_base", "app_dir", "pidfile")
+# Words that may stand before the java command in a start script.
+_COMMAND_PREFIXES = frozenset(("exec", "nohup", "env", "command", "setsid", "nice"))
+_OPTION_VARIABLE = re.compile(r"\$\{?\w*(OPTS|OPTIONS|ARGS|FLAGS)\w*\}?", re.IGNORECASE)
+# Files only a real Java home has, relative to it (9+: lib/modules; 8: a libjvm.so).
+_JAVA_HOME_MARKERS = ("lib/modules", "lib/*/libjvm.so", "lib/*/*/libjvm.so", "jre/lib/*/*/libjvm.so")
+#: The main class of every Tomcat JVM (``catalina.sh`` runs ``... Bootstrap start``).
+TOMCAT_MAIN = "org.apache.catalina.startup.Bootstrap"
 # dispositions reset to default for the launched command (see _spawn_detached)
 _RESET_SIGNALS = (
     _signal.SIGHUP,
@@ -121,12 +136,8 @@ _RESET_SIGNALS = (
     _signal.SIGPIPE,
     _signal.SIGCHLD,
 )
-_NAME_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]*$")
 _KILL_WAIT = 10.0  # seconds a process gets to disappear after SIGKILL
 _THREAD_DUMP_WAIT = 1.0  # seconds the JVM gets to print its thread dump after SIGQUIT
-_TAIL_LINES = 20
-_MAX_LINE = 1024 * 1024  # longest line buffered by the log reader
-_READ_CHUNK = 1024 * 1024
 
 # java launcher options that take their value as the next argument
 _OPTS_WITH_VALUE = frozenset(
@@ -159,25 +170,12 @@ def __virtual__():
 # --------------------------------------------------------------------------- helpers: arguments
 
 
-def _minion():
-    try:
-        return __opts__.get("id") or "<unknown minion>"
-    except NameError:  # pragma: no cover - outside the loader
-        return "<unknown minion>"
-
-
-def _check_name(name):
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise SaltInvocationError(
-            f"service name {name!r} must match {_NAME_RE.pattern} (it names a cache file)"
-        )
-    return name
-
-
 def _identity(kwargs):
     """
-    Validate the identity keyword arguments; return
-    ``{"kind": "catalina_base"|"app_dir", "path": realpath, "given": str, "pidfile": str|None}``.
+    Validate the identity keyword arguments; return ``{"kind": "catalina_base"|"app_dir",
+    "path": realpath, "given": str, "pidfile": str|None, "main": str, "main_from": str,
+    "uid": int|None, "user": str}`` (``uid`` None: the owner could not be read, nothing
+    matches).
     """
     ident = {}
     unknown = []
@@ -189,13 +187,14 @@ def _identity(kwargs):
             continue
         if value is None or value == "":
             continue
-        if not isinstance(value, str) or not os.path.isabs(value):
+        if key in _PATH_KEYS and not (isinstance(value, str) and os.path.isabs(value)):
             raise SaltInvocationError(f"{key} must be an absolute path, got {value!r}")
         ident[key] = value
     if unknown:
         raise SaltInvocationError(
             f"unknown argument(s) {', '.join(sorted(unknown))}: a service is identified by "
-            "catalina_base=<dir> or app_dir=<dir>, optionally with pidfile=<path>"
+            "catalina_base=<dir> or app_dir=<dir> (with main=<class or jar>), optionally "
+            "user=<name> and pidfile=<path>"
         )
     kinds = [key for key in ("catalina_base", "app_dir") if key in ident]
     if not kinds:
@@ -212,32 +211,92 @@ def _identity(kwargs):
     path = os.path.realpath(ident[kind])
     if path == os.sep:
         raise SaltInvocationError(f"{kind}=/ would match every java process")
-    return {"kind": kind, "path": path, "given": ident[kind], "pidfile": ident.get("pidfile")}
+    ret = {"kind": kind, "path": path, "given": ident[kind], "pidfile": ident.get("pidfile")}
+    ret.update(_main_of(kind, ident[kind], ident.get("main")))
+    ret.update(_user_of(path, ident.get("user")))
+    return ret
 
 
-def _parse_signal(value):
-    """
-    Return the ``signal.Signals`` for TERM/KILL/INT/QUIT/HUP (with or without ``SIG``, any case)
-    or their numbers; raise SaltInvocationError naming anything else.
-    """
-    sig = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str) and value.strip():
-        text = value.strip().upper()
-        if text.isdigit():
-            number = int(text)
-        else:
-            number = None
-            sig = _SIGNALS.get(text[3:] if text.startswith("SIG") else text)
+def _main_of(kind, given, main):
+    """{"main", "main_from"}: what the service's JVM runs (a main class, or a path ending in
+    .jar for ``-jar``)."""
+    if kind == "catalina_base":
+        if main is not None and main != TOMCAT_MAIN:
+            raise SaltInvocationError(
+                f"main={main!r}: a Tomcat (catalina_base=) always runs {TOMCAT_MAIN}"
+            )
+        return {"main": TOMCAT_MAIN, "main_from": "Tomcat"}
+    if main is not None:
+        if not isinstance(main, str) or not main.strip() or main.startswith("-"):
+            raise SaltInvocationError(
+                f"main must name a main class or a .jar file, got {main!r}"
+            )
+        return {"main": main, "main_from": "main="}
+    script = os.path.join(given, "startup.sh")
+    found = _main_from_script(script)
+    if found is None:
+        raise SaltInvocationError(
+            f"{__utils__['rollout_ids.minion_id']()}: cannot tell what {given}'s JVM runs: "
+            f"no 'java ... <MainClass>' or 'java ... -jar <file>' line in {script}; give "
+            "main=<class or jar> (pillar: the service's main)"
+        )
+    return {"main": found, "main_from": script}
+
+
+def _main_from_script(script):
+    """The main class (or ``-jar`` file) of the first java command line of a start script."""
+    try:
+        with open(script, encoding="utf-8", errors="replace") as handle:
+            text = handle.read(256 * 1024)
+    except OSError:
+        return None
+    for line in text.replace("\\\n", " ").splitlines():
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError:
+            continue
+        # the command word, after exec/nohup/env and VAR=value assignments
+        while words and (words[0] in _COMMAND_PREFIXES or "=" in words[0]):
+            words.pop(0)
+        # java, /usr/bin/java, "${JAVA_HOME:+$JAVA_HOME/bin/}java"
+        if words and re.search(r"(^|[/}])java$", words[0]):
+            # $JAVA_OPTS and the like expand to options; any other variable where the main
+            # class belongs cannot be read from here
+            words = [w for w in words if not _OPTION_VARIABLE.fullmatch(w)]
+            launched = _parse_java_argv(words)[2]
+            if launched:
+                return None if "$" in launched else launched
+    return None
+
+
+def _user_of(path, user):
+    """{"uid", "user"}: whose processes may be the service (``user``, else the dir's owner)."""
+    if user is None:
+        try:
+            uid = os.stat(path).st_uid
+        except OSError as exc:
+            return {"uid": None, "user": f"? (owner of {path} unknown: {exc.strerror})"}
+    elif isinstance(user, int) and not isinstance(user, bool):
+        uid = user
+    elif isinstance(user, str) and user.isdigit():
+        uid = int(user)
+    elif isinstance(user, str):
+        try:
+            uid = pwd.getpwnam(user).pw_uid
+        except KeyError:
+            raise SaltInvocationError(
+                f"user {user!r} does not exist on {__utils__['rollout_ids.minion_id']()}"
+            )
     else:
-        number = None
-    if number is not None:
-        sig = next((s for s in _SIGNALS.values() if int(s) == number), None)
-    if sig is None:
-        allowed = ", ".join(f"{n} ({int(s)})" for n, s in _SIGNALS.items())
-        raise SaltInvocationError(f"unsupported signal {value!r}: use one of {allowed}")
-    return sig
+        raise SaltInvocationError(f"user must be a user name or uid, got {user!r}")
+    return {"uid": uid, "user": _user_name(uid)}
+
+
+def _user_name(uid):
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def _seconds(value, what, minimum=0.0):
@@ -272,19 +331,22 @@ def _abs_paths(value, what):
 
 def _parse_java_argv(argv):
     """
-    Split a java command line into (JVM options, launcher paths). Launcher paths are the
-    class/module path entries and the ``-jar`` file; parsing stops at the main class, ``-jar``
-    or ``-m``: what follows belongs to the application and never identifies it.
+    Split a java command line into (JVM options, launcher paths, what it launches). Launcher
+    paths are the class/module path entries and the ``-jar`` file; what it launches is the main
+    class, the ``-jar`` file or the ``-m`` module (None if none). Parsing stops there: what
+    follows belongs to the application and never identifies it.
     """
-    options, paths = [], []
+    options, paths, launched = [], [], None
     i = 1
     while i < len(argv):
         arg = argv[i]
         if arg == "-jar":
             if i + 1 < len(argv):
                 paths.append(argv[i + 1])
+                launched = argv[i + 1]
             break
         if arg in ("-m", "--module") or arg.startswith("--module="):
+            launched = arg.partition("=")[2] or (argv[i + 1] if i + 1 < len(argv) else None)
             break
         if arg.startswith("--") and "=" in arg:
             key, _, val = arg.partition("=")
@@ -304,8 +366,9 @@ def _parse_java_argv(argv):
             options.append(arg)
             i += 1
             continue
-        break  # the main class
-    return options, [p for p in paths if p]
+        launched = arg  # the main class
+        break
+    return options, [p for p in paths if p], launched
 
 
 def _is_inside(path, directory):
@@ -314,8 +377,9 @@ def _is_inside(path, directory):
 
 def _snapshot(proc):
     """
-    What we need to know about one process, or None if it is gone. Non-java processes only
-    get ``pid``/``java``/``what``.
+    What we need to know about one process, or None if it is gone. Only processes called
+    ``java`` (executable or name) get more than ``pid``/``java``/``what``: the candidates that
+    are then judged (a real JVM or a stranger).
     """
     try:
         if proc.status() == psutil.STATUS_ZOMBIE:
@@ -325,12 +389,14 @@ def _snapshot(proc):
         except psutil.AccessDenied:
             exe = ""
         name = proc.name()
-        is_java = os.path.basename(exe) == "java" if exe else name == "java"
+        is_java = os.path.basename(exe) == "java" or name == "java"
         info = {"pid": proc.pid, "java": is_java, "zombie": False, "what": exe or name}
         if is_java:
             info["proc"] = proc
+            info["exe"] = exe
             info["cmdline"] = list(proc.cmdline())
             info["create_time"] = proc.create_time()
+            info["uid"] = proc.uids().real
             try:
                 info["cwd"] = proc.cwd()
             except psutil.AccessDenied:
@@ -340,6 +406,22 @@ def _snapshot(proc):
         return None
     except psutil.AccessDenied:
         return {"pid": proc.pid, "java": False, "zombie": False, "what": "access denied"}
+
+
+def _java_home(exe):
+    """The Java home (JDK/JRE) whose ``bin/java`` ``exe`` is, or None: a real JVM's binary sits
+    next to ``lib/modules`` (9+) or a ``libjvm.so`` (8)."""
+    if not exe:
+        return None
+    real = os.path.realpath(exe.removesuffix(" (deleted)"))
+    bindir = os.path.dirname(real)
+    if os.path.basename(real) != "java" or os.path.basename(bindir) != "bin":
+        return None
+    home = os.path.dirname(bindir)
+    for marker in _JAVA_HOME_MARKERS:
+        if glob.glob(os.path.join(home, marker)):
+            return home
+    return None
 
 
 def _fresh_processes():
@@ -363,10 +445,13 @@ def _scan():
     return found
 
 
-def _matches(info, ident):
-    """True if the java process ``info`` is the service identified by ``ident``."""
+def _judge(info, ident):
+    """
+    ``"service"`` if the process ``info`` is the service's JVM, ``None`` if it is unrelated, or
+    the reasons (a string) why a related-looking java process is a stranger.
+    """
     if not info.get("java") or not info.get("cmdline"):
-        return False
+        return None
     cwd = info.get("cwd")
 
     def resolve(path):
@@ -376,17 +461,53 @@ def _matches(info, ident):
             path = os.path.join(cwd, path)
         return os.path.realpath(path)
 
-    options, paths = _parse_java_argv(info["cmdline"])
+    options, paths, launched = _parse_java_argv(info["cmdline"])
+    why = []
     if ident["kind"] == "catalina_base":
         bases = [o.split("=", 1)[1] for o in options if o.startswith("-Dcatalina.base=")]
-        return bool(bases) and bool(bases[-1]) and resolve(bases[-1]) == ident["path"]
-    if cwd and os.path.realpath(cwd) == ident["path"]:
+        placed = bool(bases) and bool(bases[-1]) and resolve(bases[-1]) == ident["path"]
+        if not placed:
+            why.append(f"its -Dcatalina.base is {bases[-1] if bases else 'not set'}")
+    else:
+        placed = bool(cwd) and os.path.realpath(cwd) == ident["path"]
+        placed = placed or any(
+            (r := resolve(p)) is not None and _is_inside(r, ident["path"]) for p in paths
+        )
+        if not placed:
+            why.append(f"neither runs in nor is launched from {ident['path']}")
+    if not placed and not _mentions(info, ident):
+        return None  # unrelated: another service's JVM
+    if not _runs_main(launched, ident, resolve):
+        why.append(f"runs {launched or 'nothing'}, not {ident['main']}")
+    if info.get("uid") != ident["uid"]:
+        why.append(f"user {_user_name(info.get('uid'))}, not {ident['user']}")
+    if _java_home(info.get("exe")) is None:
+        why.append(f"{info.get('exe') or 'its executable (unreadable)'} is not a JVM")
+    return "; ".join(why) if why else "service"
+
+
+def _mentions(info, ident):
+    """True when a process names the service's directory: cwd inside it, or any argument."""
+    cwd = info.get("cwd")
+    if cwd and _is_inside(os.path.realpath(cwd), ident["path"]):
         return True
-    for path in paths:
-        resolved = resolve(path)
-        if resolved and _is_inside(resolved, ident["path"]):
+    for root in {ident["path"], ident["given"].rstrip(os.sep)}:
+        named = re.compile(re.escape(root) + r"(?![\w.-])")  # /home/x, not /home/x2, /home/x-y
+        if any(named.search(arg) for arg in info["cmdline"]):
             return True
     return False
+
+
+def _runs_main(launched, ident, resolve):
+    if not launched:
+        return False
+    want = ident["main"]
+    if want.endswith(".jar"):
+        if not launched.endswith(".jar"):
+            return False
+        jar = want if os.path.isabs(want) else os.path.join(ident["path"], want)
+        return resolve(launched) == os.path.realpath(jar)
+    return launched == want or launched.rpartition("/")[2] == want  # -m module/Main
 
 
 def _check_pidfile(path, scan, matched_pids):
@@ -417,17 +538,45 @@ def _check_pidfile(path, scan, matched_pids):
                 report["valid"] = True
                 report["reason"] = "ok"
     if not report["valid"]:
-        log.warning("%s: ignoring pid file %s: %s", _minion(), path, report["reason"])
+        log.warning("%s: ignoring pid file %s: %s", __utils__["rollout_ids.minion_id"](), path, report["reason"])
     return report
 
 
-def _find(ident):
-    """Return (sorted matching snapshots, pid file report or None)."""
+def _survey(ident):
+    """Return (matching snapshots, strangers, pid file report or None), sorted by pid.
+
+    A stranger is ``{"pid", "user", "cmdline", "why"}``: a java process that looks like the
+    service (names its directory, runs from it, has its catalina.base) but is not it."""
     scan = _scan()
-    matched = sorted((i for i in scan.values() if _matches(i, ident)), key=lambda i: i["pid"])
+    matched, strangers = [], []
+    for info in sorted(scan.values(), key=lambda i: i["pid"]):
+        verdict = _judge(info, ident)
+        if verdict == "service":
+            matched.append(info)
+        elif verdict:
+            strangers.append(
+                {
+                    "pid": info["pid"],
+                    "user": _user_name(info["uid"]),
+                    "cmdline": " ".join(info["cmdline"])[:500],
+                    "why": verdict,
+                }
+            )
+    if strangers:
+        log.warning(
+            "%s: not the service (never signalled): %s",
+            __utils__["rollout_ids.minion_id"](),
+            "; ".join(f"pid {s['pid']}: {s['why']}" for s in strangers),
+        )
     report = None
     if ident["pidfile"]:
         report = _check_pidfile(ident["pidfile"], scan, {i["pid"] for i in matched})
+    return matched, strangers, report
+
+
+def _find(ident):
+    """Return (matching snapshots sorted by pid, pid file report or None)."""
+    matched, _, report = _survey(ident)
     return matched, report
 
 
@@ -450,10 +599,17 @@ def _send(procs, sig):
             continue
         except psutil.AccessDenied as exc:
             raise CommandExecutionError(
-                f"{_minion()}: cannot send {sig.name} to pid {proc.pid}: {exc}"
+                f"{__utils__['rollout_ids.minion_id']()}: cannot send {sig.name} to pid {proc.pid}: {exc}"
             )
         alive.append(proc)
     return alive
+
+
+def _signal_and_wait(procs, sig, timeout):
+    """Send ``sig``, wait up to ``timeout`` for the processes to go; (still alive, seconds)."""
+    began = time.monotonic()
+    alive = _wait_gone(_send(procs, sig), timeout)
+    return alive, time.monotonic() - began
 
 
 def _wait_gone(procs, timeout):
@@ -496,79 +652,9 @@ def _read_state(name):
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        log.warning("%s: ignoring unreadable %s: %s", _minion(), _state_path(name), exc)
+        log.warning("%s: ignoring unreadable %s: %s", __utils__["rollout_ids.minion_id"](), _state_path(name), exc)
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _tail(path, lines=_TAIL_LINES, block=8192, limit=1024 * 1024):
-    """Last ``lines`` lines of ``path`` read backwards from the end (raises OSError)."""
-    if lines <= 0:
-        return []
-    with open(path, "rb") as handle:
-        pos = handle.seek(0, os.SEEK_END)
-        data = b""
-        while pos > 0 and data.count(b"\n") <= lines and len(data) < limit:
-            step = min(block, pos)
-            pos -= step
-            handle.seek(pos)
-            data = handle.read(step) + data
-    return [line.decode("utf-8", "replace") for line in data.splitlines()[-lines:]]
-
-
-def _tail_block(path, lines=_TAIL_LINES):
-    try:
-        text = "\n".join(line[:2000] for line in _tail(path, lines))
-    except FileNotFoundError:
-        text = "(no such file)"
-    except OSError as exc:
-        text = f"(unreadable: {exc})"
-    return f"--- last {lines} lines of {path} ---\n{text}"
-
-
-class _LogReader:
-    """Read the lines appended to one log after a byte offset, incrementally.
-
-    A file shorter than the position was truncated and a file with another inode was replaced:
-    both are read again from byte 0 (everything in them is new). A missing file is waited for.
-    (A file truncated in place and already grown past the offset again before the first read
-    cannot be told apart from one that was not; catalina.out is never truncated.)
-    """
-
-    def __init__(self, path, offset, inode=None):
-        self.path = path
-        self.pos = int(offset)
-        self.inode = inode
-        self.buf = b""
-        self.restarts = 0
-
-    def poll(self):
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return []
-        if self.inode is not None and st.st_ino != self.inode:
-            log.info("%s was replaced; reading it from the start", self.path)
-            self.pos, self.buf, self.restarts = 0, b"", self.restarts + 1
-        elif st.st_size < self.pos:
-            log.info("%s was truncated; reading it from the start", self.path)
-            self.pos, self.buf, self.restarts = 0, b"", self.restarts + 1
-        self.inode = st.st_ino
-        if st.st_size == self.pos:
-            return []
-        with open(self.path, "rb") as handle:
-            handle.seek(self.pos)
-            while True:
-                chunk = handle.read(_READ_CHUNK)
-                if not chunk:
-                    break
-                self.pos += len(chunk)
-                self.buf += chunk
-        *complete, self.buf = self.buf.split(b"\n")
-        if len(self.buf) > _MAX_LINE:  # a runaway line: cut it rather than grow forever
-            complete.append(self.buf)
-            self.buf = b""
-        return [line.rstrip(b"\r").decode("utf-8", "replace") for line in complete]
 
 
 def _patterns(value, what):
@@ -606,33 +692,38 @@ def _patterns(value, what):
 
 
 def _http_status(url, timeout):
-    """(status or None, error text or None) of one GET; no proxies, redirects followed."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    request = urllib.request.Request(url, headers={"User-Agent": "salt-javaservice"})
-    try:
-        with opener.open(request, timeout=timeout) as response:
-            return response.status, None
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
-    except urllib.error.URLError as exc:
-        return None, str(exc.reason)
-    except (OSError, http.client.HTTPException) as exc:
-        return None, str(exc) or type(exc).__name__
+    """(status or None, error text or None) of one GET (see _utils/rollout_http.py)."""
+    ret = __utils__["rollout_http.get"](url, timeout=timeout)
+    return ret["status"], ret["error"]
 
 
-def _session_procs(launcher_pid, started_at):
-    """Live processes of the session ``start`` created (launcher, its children, the JVM)."""
+def _session_procs(launcher_pid, started_at, launcher_created=None):
+    """Live processes of the session ``start`` created (launcher, its children, the JVM).
+
+    A pid is reused once its process is gone: if a process now holds the launcher's pid but
+    was created at another time (``launcher_created``, else ``started_at``), the session is
+    someone else's and nothing of ours is in progress. (While any member of our session lives,
+    the kernel does not hand its session id out as a pid again.)"""
     found = []
     if not launcher_pid:
         return found
+    try:
+        holder_created = psutil.Process(launcher_pid).create_time()
+    except psutil.Error:
+        holder_created = None
+    # psutil's create_time runs up to a second behind time.time() (whole-second boot time).
+    if holder_created is not None and launcher_created is not None:
+        if abs(holder_created - launcher_created) > 0.5:
+            return found
+    elif holder_created is not None and started_at:
+        if abs(holder_created - started_at) > 2:
+            return found
     for proc in _fresh_processes():
         try:
             if os.getsid(proc.pid) != launcher_pid:
                 continue
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue
-            # psutil's create_time runs up to a second behind time.time() (whole-second
-            # boot time): allow for it.
             if started_at and proc.create_time() < started_at - 2:
                 continue
             found.append(proc)
@@ -648,9 +739,16 @@ def _describe(proc):
         return f"pid {proc.pid}"
 
 
-def _launcher_alive(launcher_pid, started_at):
+def _launcher_alive(saved):
     """True while any process of the session ``start`` created is alive (the JVM is coming)."""
-    return bool(_session_procs(launcher_pid, started_at))
+    return bool(_start_session(saved))
+
+
+def _start_session(saved):
+    """_session_procs of the start recorded in ``saved`` (the offsets file)."""
+    return _session_procs(
+        saved.get("launcher_pid"), saved.get("started_at"), saved.get("launcher_created")
+    )
 
 
 def _spawn_detached(argv, cwd, env, output, user):
@@ -658,8 +756,10 @@ def _spawn_detached(argv, cwd, env, output, user):
     Double fork: an intermediate child starts the launcher in a new session and exits at once,
     so the launcher (and the JVM) is re-parented to init - never a zombie of the minion, never
     killed with the job. Return the launcher's pid.
+
+    The intermediate drops to ``user`` (uid, gid, groups) before it opens ``output``: a symlink
+    or hard link the service's user planted under that name never makes root write elsewhere.
     """
-    out_fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     rfd, wfd = os.pipe()
     try:
         child = os.fork()
@@ -672,9 +772,11 @@ def _spawn_detached(argv, cwd, env, output, user):
                 for signum in _RESET_SIGNALS:
                     _signal.signal(signum, _signal.SIG_DFL)
                 _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
-                kwargs = {}
-                if user is not None:
-                    kwargs = {"user": user[0], "group": user[1], "extra_groups": user[2]}
+                if user is not None:  # for good: this process only starts the launcher
+                    os.setgroups(user[2])
+                    os.setgid(user[1])
+                    os.setuid(user[0])
+                out_fd = _open_output(output)
                 proc = subprocess.Popen(
                     argv,
                     cwd=cwd,
@@ -684,7 +786,6 @@ def _spawn_detached(argv, cwd, env, output, user):
                     stderr=out_fd,
                     close_fds=True,
                     start_new_session=True,
-                    **kwargs,
                 )
                 message = f"ok {proc.pid}".encode()
             except BaseException as exc:  # pylint: disable=broad-except
@@ -707,7 +808,6 @@ def _spawn_detached(argv, cwd, env, output, user):
         except ChildProcessError:  # SIGCHLD ignored: the kernel reaped it
             pass
     finally:
-        os.close(out_fd)
         os.close(rfd)
         if wfd is not None:
             os.close(wfd)
@@ -717,15 +817,35 @@ def _spawn_detached(argv, cwd, env, output, user):
     return int(answer.split()[1])
 
 
+def _open_output(path):
+    """Open the launcher's output for appending as the current user: never through a symlink
+    (O_NOFOLLOW), never a FIFO that blocks (O_NONBLOCK), a device or a file with another name
+    elsewhere (a hard link)."""
+    if path == os.devnull:
+        return os.open(path, os.O_WRONLY)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o640)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(f"output {path} is a symlink: refused") from None
+        raise OSError(f"cannot open output {path}: {exc.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+        os.close(fd)
+        raise OSError(f"output {path} is not a plain file (a device, FIFO or hard link): refused")
+    return fd
+
+
 def _user(runas):
     if runas is None:
         return None, {}
     try:
         entry = pwd.getpwnam(runas)
     except KeyError:
-        raise SaltInvocationError(f"runas user {runas!r} does not exist on {_minion()}")
+        raise SaltInvocationError(f"runas user {runas!r} does not exist on {__utils__['rollout_ids.minion_id']()}")
     if os.geteuid() != 0 and os.geteuid() != entry.pw_uid:
-        raise CommandExecutionError(f"{_minion()}: only root can start a service as {runas}")
+        raise CommandExecutionError(f"{__utils__['rollout_ids.minion_id']()}: only root can start a service as {runas}")
     groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
     env = {"HOME": entry.pw_dir, "USER": entry.pw_name, "LOGNAME": entry.pw_name}
     return (entry.pw_uid, entry.pw_gid, groups), env
@@ -739,14 +859,26 @@ def pids(**identity):
     Return the sorted pids of the service's JVM(s) (empty list when it is not running).
 
     catalina_base
-        Tomcat's CATALINA_BASE: matches ``-Dcatalina.base=<dir>`` exactly (realpaths).
+        Tomcat's CATALINA_BASE: matches ``-Dcatalina.base=<dir>`` exactly (realpaths) and the
+        main class ``org.apache.catalina.startup.Bootstrap``.
 
     app_dir
         A standalone service's directory: matches a java process running in it (cwd) or
-        launched from it (class path / ``-jar``).
+        launched from it (class path / ``-jar``) that runs ``main``.
+
+    main
+        With ``app_dir``: the main class, or the ``-jar`` file (a name ending in ``.jar``,
+        relative to ``app_dir``). Default: what ``<app_dir>/startup.sh`` launches.
+
+    user
+        Only processes of this user (name or uid). Default: the owner of ``app_dir`` /
+        ``catalina_base``.
 
     pidfile
         Optional pid file, checked against the above (stale ones are ignored).
+
+    Only a real JVM counts (see the module's docstring); look-alikes are listed as
+    ``strangers`` by :func:`status`.
 
     CLI Example:
 
@@ -754,6 +886,7 @@ def pids(**identity):
 
         salt '*' javaservice.pids catalina_base=/home/apache-tomcat-7.0.67
         salt '*' javaservice.pids app_dir=/home/schedule
+        salt '*' javaservice.pids app_dir=/home/schedule main=lab.standalone.Main user=schedule
     """
     ident = _identity(identity)
     matched, _ = _find(ident)
@@ -763,8 +896,10 @@ def pids(**identity):
 def status(name, install_dir=None, **identity):
     """
     Report whether the service runs: ``{"name", "running", "pids", "started", "cmdline", "cwd",
-    "release", "release_note"}`` (``started`` is the ISO time the oldest of its JVMs started;
-    ``cmdline``/``cwd`` are that JVM's). With ``pidfile=`` the report also has
+    "release", "release_note", "strangers"}`` (``started`` is the ISO time the oldest of its
+    JVMs started; ``cmdline``/``cwd`` are that JVM's; ``strangers`` lists the java processes
+    that look like the service but are not it - ``{"pid", "user", "cmdline", "why"}`` - which
+    no function here ever signals). With ``pidfile=`` the report also has
     ``"pidfile": {"path", "pid", "valid", "reason"}``.
 
     ``release`` is the release the running code came from: the program dir's deployed record
@@ -778,7 +913,7 @@ def status(name, install_dir=None, **identity):
     install_dir
         The program dir whose deployed record names the release (default: ``app_dir``).
 
-    catalina_base / app_dir / pidfile
+    catalina_base / app_dir / main / user / pidfile
         The identity, see :func:`pids`.
 
     CLI Example:
@@ -789,7 +924,7 @@ def status(name, install_dir=None, **identity):
         salt '*' javaservice.status schedule app_dir=/home/schedule
     """
     ident = _identity(identity)
-    matched, report = _find(ident)
+    matched, strangers, report = _survey(ident)
     ret = {
         "name": name,
         "running": bool(matched),
@@ -799,6 +934,7 @@ def status(name, install_dir=None, **identity):
         "cwd": None,
         "release": None,
         "release_note": "not running",
+        "strangers": strangers,
     }
     if matched:
         oldest = min(matched, key=lambda info: info["create_time"])
@@ -838,15 +974,20 @@ def stop(name, signal="TERM", timeout=30, thread_dump=False, **identity):
     Stop the service's JVM(s): send ``signal``, wait up to ``timeout`` seconds, then SIGKILL
     whatever is still alive.
 
-    Returns ``{"name", "pids", "outcome", "signal", "seconds", "escalated", "thread_dump"}``
-    (plus ``"pidfile_removed": path`` when ``pidfile`` named the JVM it stopped, as
+    Returns ``{"name", "pids", "strangers", "outcome", "signal", "seconds", "escalated",
+    "thread_dump", "summary", "signal_seconds"}`` (plus ``"kill_seconds"`` after an escalation
+    and ``"pidfile_removed": path`` when ``pidfile`` named the JVM it stopped, as
     ``catalina.sh stop`` does):
 
     - ``outcome`` is ``"graceful"`` when every JVM exited on the requested signal within the
       timeout, ``"killed"`` whenever SIGKILL was sent - because it was asked for (``signal=KILL``,
       the runbook's ``kill -9``) or because the timeout ran out (then ``escalated`` is True) -
       and ``"not running"`` when nothing matched (``pids`` empty);
-    - ``seconds`` is the wall time from the first signal.
+    - ``seconds`` is the wall time of the whole stop;
+    - ``summary`` says what happened and how long each step took: ``SIGTERM, exited after
+      1.2 s``, ``SIGTERM ignored for 30.0 s, SIGKILL, gone after 0.1 s``, ``SIGKILL, gone after
+      0.1 s``; ``signal_seconds``/``kill_seconds`` are those durations;
+    - ``strangers``: look-alike processes left alone (see :func:`status`).
 
     Raises CommandExecutionError (naming the minion and pid) if a process survives SIGKILL.
 
@@ -864,7 +1005,7 @@ def stop(name, signal="TERM", timeout=30, thread_dump=False, **identity):
         (``catalina.out`` for Tomcat, the ``output`` of :func:`start`) - evidence of what a hung
         service was doing before it is stopped.
 
-    catalina_base / app_dir / pidfile
+    catalina_base / app_dir / main / user / pidfile
         The identity, see :func:`pids`.
 
     CLI Example:
@@ -874,14 +1015,15 @@ def stop(name, signal="TERM", timeout=30, thread_dump=False, **identity):
         salt '*' javaservice.stop ecsc catalina_base=/home/apache-tomcat-7.0.67 timeout=60
         salt '*' javaservice.stop schedule app_dir=/home/schedule signal=TERM thread_dump=True
     """
-    sig = _parse_signal(signal)
+    sig = __utils__["rollout_ids.parse_signal"](signal)
     timeout = _seconds(timeout, "timeout")
     ident = _identity(identity)
     began = time.monotonic()
-    matched, pidfile = _find(ident)
+    matched, strangers, pidfile = _survey(ident)
     ret = {
         "name": name,
         "pids": [info["pid"] for info in matched],
+        "strangers": strangers,
         "outcome": "not running",
         "signal": sig.name[3:],
         "seconds": 0.0,
@@ -891,32 +1033,36 @@ def stop(name, signal="TERM", timeout=30, thread_dump=False, **identity):
     if not matched:
         return ret
     procs = [info["proc"] for info in matched]
-    log.info("%s: stopping %s pids %s with %s", _minion(), name, ret["pids"], sig.name)
+    log.info("%s: stopping %s pids %s with %s", __utils__["rollout_ids.minion_id"](), name,
+             ret["pids"], sig.name)
+    steps = []
     if thread_dump:
         procs = _send(procs, _signal.SIGQUIT)
         time.sleep(_THREAD_DUMP_WAIT)
-    alive = _send(procs, sig)
+        steps.append("SIGQUIT (thread dump)")
+    alive, waited = _signal_and_wait(procs, sig, timeout)
+    ret["signal_seconds"] = round(waited, 3)
     killed = sig == _signal.SIGKILL
-    if not killed:
-        alive = _wait_gone(alive, timeout)
-        if alive:
-            log.warning(
-                "%s: %s pids %s still alive %ss after %s; sending SIGKILL",
-                _minion(),
-                name,
-                [p.pid for p in alive],
-                timeout,
-                sig.name,
-            )
-            ret["escalated"] = killed = True
-            alive = _send(alive, _signal.SIGKILL)
     if killed:
-        alive = _wait_gone(alive, _KILL_WAIT)
-        if alive:
-            raise CommandExecutionError(
-                f"{_minion()}: {name}: pid(s) {', '.join(str(p.pid) for p in alive)} still "
-                f"alive {_KILL_WAIT:g}s after SIGKILL"
-            )
+        steps.append(f"SIGKILL, gone after {waited:.1f} s")
+    elif not alive:
+        steps.append(f"{sig.name}, exited after {waited:.1f} s")
+    else:
+        log.warning(
+            "%s: %s pids %s still alive %.1fs after %s; sending SIGKILL",
+            __utils__["rollout_ids.minion_id"](), name, [p.pid for p in alive], waited, sig.name,
+        )
+        ret["escalated"] = killed = True
+        alive, kill_waited = _signal_and_wait(alive, _signal.SIGKILL, _KILL_WAIT)
+        ret["kill_seconds"] = round(kill_waited, 3)
+        steps.append(f"{sig.name} ignored for {waited:.1f} s, SIGKILL, gone after "
+                     f"{kill_waited:.1f} s")
+    if alive:
+        raise CommandExecutionError(
+            f"{__utils__['rollout_ids.minion_id']()}: {name}: pid(s) "
+            f"{', '.join(str(p.pid) for p in alive)} still alive {_KILL_WAIT:g}s after SIGKILL"
+        )
+    ret["summary"] = ", ".join(steps)
     ret["outcome"] = "killed" if killed else "graceful"
     ret["seconds"] = round(time.monotonic() - began, 3)
     if pidfile and pidfile["valid"]:
@@ -926,7 +1072,7 @@ def stop(name, signal="TERM", timeout=30, thread_dump=False, **identity):
             os.unlink(pidfile["path"])
             ret["pidfile_removed"] = pidfile["path"]
         except OSError as exc:
-            log.warning("%s: cannot remove pid file %s: %s", _minion(), pidfile["path"], exc)
+            log.warning("%s: cannot remove pid file %s: %s", __utils__["rollout_ids.minion_id"](), pidfile["path"], exc)
     return ret
 
 
@@ -970,7 +1116,7 @@ def start(name, command, cwd=None, env=None, logs=None, output=None, runas=None,
     runas
         User to run as (root only); HOME/USER/LOGNAME are set for it.
 
-    catalina_base / app_dir / pidfile
+    catalina_base / app_dir / main / user / pidfile
         The identity, see :func:`pids`.
 
     CLI Example:
@@ -980,7 +1126,7 @@ def start(name, command, cwd=None, env=None, logs=None, output=None, runas=None,
         salt '*' javaservice.start ecsc '["/home/apache-tomcat-7.0.67/bin/startup.sh"]' catalina_base=/home/apache-tomcat-7.0.67 logs='["/home/apache-tomcat-7.0.67/logs/catalina.out"]'
         salt '*' javaservice.start schedule 'sh startup.sh' app_dir=/home/schedule output=/home/schedule/nohup.out logs='["/home/schedulelog/schedule.log"]'
     """
-    _check_name(name)
+    __utils__["rollout_ids.check_name"](name, "service name")
     ident = _identity(identity)
     if isinstance(command, str):
         argv = shlex.split(command)
@@ -998,31 +1144,25 @@ def start(name, command, cwd=None, env=None, logs=None, output=None, runas=None,
     output = _abs_paths(output, "output")[0] if output else os.devnull
     cwd = cwd or ident["given"]
     if not os.path.isdir(cwd):
-        raise CommandExecutionError(f"{_minion()}: cannot start {name}: {cwd} is not a directory")
+        raise CommandExecutionError(f"{__utils__['rollout_ids.minion_id']()}: cannot start {name}: {cwd} is not a directory")
     user, user_env = _user(runas)
 
     matched, _ = _find(ident)
     if matched:
         raise CommandExecutionError(
-            f"{_minion()}: {name} is already running (pid(s) "
+            f"{__utils__['rollout_ids.minion_id']()}: {name} is already running (pid(s) "
             f"{', '.join(str(i['pid']) for i in matched)}); not starting a second JVM"
         )
     previous = _read_state(name)
-    starting = _session_procs(previous.get("launcher_pid"), previous.get("started_at"))
+    starting = _start_session(previous)
     if starting:
         raise CommandExecutionError(
-            f"{_minion()}: {name}: the previous start (launcher pid "
+            f"{__utils__['rollout_ids.minion_id']()}: {name}: the previous start (launcher pid "
             f"{previous.get('launcher_pid')}) is still in progress: "
             f"{', '.join(_describe(p) for p in starting)}; not starting a second JVM"
         )
 
-    offsets, inodes = {}, {}
-    for path in logs:
-        try:
-            st = os.stat(path)
-            offsets[path], inodes[path] = st.st_size, st.st_ino
-        except FileNotFoundError:
-            offsets[path] = 0
+    offsets, inodes = __utils__["rollout_logs.offsets"](logs)
     full_env = dict(os.environ)
     full_env.update(user_env)
     full_env.update({str(k): str(v) for k, v in (env or {}).items()})
@@ -1031,9 +1171,14 @@ def start(name, command, cwd=None, env=None, logs=None, output=None, runas=None,
         launcher = _spawn_detached(argv, cwd, full_env, output, user)
     except OSError as exc:
         raise CommandExecutionError(
-            f"{_minion()}: cannot start {name}: {shlex.join(argv)} (in {cwd}): {exc}"
+            f"{__utils__['rollout_ids.minion_id']()}: cannot start {name}: {shlex.join(argv)} (in {cwd}): {exc}"
         )
-    log.info("%s: started %s: %s (launcher pid %s)", _minion(), name, shlex.join(argv), launcher)
+    log.info("%s: started %s: %s (launcher pid %s)", __utils__["rollout_ids.minion_id"](), name,
+             shlex.join(argv), launcher)
+    try:  # to tell our launcher from a later process that gets the same pid
+        launcher_created = psutil.Process(launcher).create_time()
+    except psutil.Error:
+        launcher_created = None  # gone already: a later holder of the pid is compared by time
     _write_state(
         name,
         {
@@ -1044,6 +1189,7 @@ def start(name, command, cwd=None, env=None, logs=None, output=None, runas=None,
             "offsets": offsets,
             "inodes": inodes,
             "launcher_pid": launcher,
+            "launcher_created": launcher_created,
             "started_at": started_at,
         },
     )
@@ -1066,6 +1212,7 @@ def wait_ready(
     url=None,
     timeout=120,
     interval=0.5,
+    settle=3,
     **identity,
 ):
     """
@@ -1076,11 +1223,16 @@ def wait_ready(
     - no ``fatal`` pattern appeared after the offset (checked before readiness: Tomcat logs
       "Server startup in" even when a connector could not bind);
     - the JVM runs (if it exits, or the start command exits without leaving a JVM, fail at once);
-    - ``url``, if given, answers HTTP 200 (redirects followed, no proxy).
+    - ``url``, if given, answers HTTP 200 (redirects followed on the same host only, no proxy);
+    - then, for ``settle`` seconds, the same JVM (same pids) stays alive, ``url`` keeps
+      answering 200 and no ``fatal`` pattern appears: a JVM that dies right after it became
+      ready (a crash loop) fails the gate.
 
     Returns ``{"name", "ready": True, "seconds", "matched": {pattern: {"log", "line"}},
-    "http_status", "pids"}``. On timeout or death raises CommandExecutionError naming the minion,
-    the service, what was missing (patterns, HTTP status) with the last 20 lines of each log.
+    "http_status", "pids", "settled"}`` (``seconds``: until ready, before the settle time).
+    On timeout, death or a failed settle raises CommandExecutionError naming the minion, the
+    service, what was missing (patterns, HTTP status) with the last 20 lines of each log (only
+    regular files in the directories of ``logs``, and the start's ``output``).
 
     name
         The service's name (as given to :func:`start`).
@@ -1113,142 +1265,230 @@ def wait_ready(
     interval : 0.5
         Seconds between checks (per HTTP request timeout is at most 5 s).
 
-    catalina_base / app_dir / pidfile
+    settle : 3
+        Seconds the service must stay up and healthy after it became ready (0: no settle).
+
+    catalina_base / app_dir / main / user / pidfile
         The identity, see :func:`pids`.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt '*' javaservice.wait_ready ecsc catalina_base=/home/apache-tomcat-7.0.67 ready='["TOMCAT_READY"]' url=http://25.0.3.17:8080/ecsc/ timeout=180
+        salt '*' javaservice.wait_ready ecsc catalina_base=/home/apache-tomcat-7.0.67 ready='["TOMCAT_READY"]' url=http://25.0.3.17:8080/ecsc/ timeout=180 settle=5
         salt '*' javaservice.wait_ready schedule app_dir=/home/schedule ready='[{"log": "/home/schedulelog/schedule.log", "pattern": "started"}]'
     """
-    _check_name(name)
-    ident = _identity(identity)
-    timeout = _seconds(timeout, "timeout")
-    interval = _seconds(interval, "interval", minimum=0.01)
-    ready_specs = _patterns(ready, "ready")
-    fatal_specs = _patterns(DEFAULT_FATAL if fatal is None else fatal, "fatal")
-    if url is not None and not (
-        isinstance(url, str) and url.lower().startswith(("http://", "https://"))
-    ):
-        raise SaltInvocationError(f"url must be an http(s) URL, got {url!r}")
+    __utils__["rollout_ids.check_name"](name, "service name")
+    gate = _ReadyGate(name, _identity(identity), url)
+    gate.configure(logs, offsets, ready, fatal, timeout, interval, settle)
+    gate.wait_until_ready()
+    gate.hold()
+    return gate.result()
 
-    saved = _read_state(name)
-    inodes = {}
-    if offsets is None:
-        offsets = saved.get("offsets")
-        inodes = saved.get("inodes") or {}
-    elif not isinstance(offsets, dict):
-        raise SaltInvocationError(f"offsets must be a dict of path: byte offset, got {offsets!r}")
-    offsets = {os.path.abspath(k): v for k, v in (offsets or {}).items()}
-    if not inodes and offsets and offsets == saved.get("offsets"):
-        inodes = saved.get("inodes") or {}  # the offsets start returned: its inodes apply too
-    log_list = _abs_paths(logs, "logs") if logs is not None else list(offsets)
-    for logfile, _, _ in ready_specs + fatal_specs:
-        if logfile and logfile not in log_list:
-            log_list.append(logfile)
-    missing = [path for path in log_list if path not in offsets]
-    if missing:
-        raise SaltInvocationError(
-            f"{_minion()}: {name}: no start offset for {', '.join(missing)}: call "
-            "javaservice.start with these logs first, or pass offsets="
-        )
-    if any(spec[0] is None for spec in ready_specs) and not log_list:
-        raise SaltInvocationError(f"{name}: ready patterns need logs= to scan")
-    try:
-        readers = {p: _LogReader(p, int(offsets[p]), inodes.get(p)) for p in log_list}
-    except (TypeError, ValueError):
-        readers = None
-    if readers is None or any(reader.pos < 0 for reader in readers.values()):
-        raise SaltInvocationError(f"offsets must be byte offsets >= 0, got {offsets!r}")
 
-    launcher_pid, started_at = saved.get("launcher_pid"), saved.get("started_at")
-    poll_ident = dict(ident, pidfile=None)  # a pid file is stale until the JVM writes it
-    began = time.monotonic()
-    deadline = began + timeout
-    matched = {}
-    http = {"status": None, "error": None, "checked": False}
-    seen = []
-    absent_since = None
+class _ReadyGate:
+    """The steps of :func:`wait_ready`: configure (validate, open the log followers), wait
+    until ready, hold through the settle time, and build the result or the error."""
 
-    def fail(reason):
-        parts = [f"{_minion()}: {name}: {reason} (after {time.monotonic() - began:.1f}s)"]
-        for logfile, _, key in ready_specs:
-            if key not in matched:
-                where = logfile or ("any of " + ", ".join(log_list))
-                parts.append(f"missing: pattern '{key}' in {where} after the start offset")
-        if url:
-            if not http["checked"] and reason.startswith("not ready"):
-                http["status"], http["error"] = _http_status(url, 2)
-                http["checked"] = True
-            if not http["checked"]:
-                parts.append(f"HTTP {url}: not checked")
-            elif http["status"] is None:
-                parts.append(f"HTTP {url}: no answer ({http['error']})")
+    def __init__(self, name, ident, url):
+        if url is not None and not (
+            isinstance(url, str) and url.lower().startswith(("http://", "https://"))
+        ):
+            raise SaltInvocationError(f"url must be an http(s) URL, got {url!r}")
+        self.name, self.ident, self.url = name, ident, url
+        self.poll_ident = dict(ident, pidfile=None)  # a pid file is stale until the JVM writes it
+        self.saved = _read_state(name)
+        self.matched = {}
+        self.http_status = self.http_error = None
+        self.http_checked = False
+        self.pids = []
+        self.began = time.monotonic()
+        self.ready_at = None
+
+    # ------------------------------------------------------------------ configure
+
+    def configure(self, logs, offsets, ready, fatal, timeout, interval, settle):
+        self.timeout = _seconds(timeout, "timeout")
+        self.interval = _seconds(interval, "interval", minimum=0.01)
+        self.settle = _seconds(settle, "settle")
+        self.ready_specs = _patterns(ready, "ready")
+        self.fatal_specs = _patterns(DEFAULT_FATAL if fatal is None else fatal, "fatal")
+        inodes = {}
+        if offsets is None:
+            offsets = self.saved.get("offsets")
+            inodes = self.saved.get("inodes") or {}
+        elif not isinstance(offsets, dict):
+            raise SaltInvocationError(
+                f"offsets must be a dict of path: byte offset, got {offsets!r}"
+            )
+        offsets = {os.path.abspath(k): v for k, v in (offsets or {}).items()}
+        if not inodes and offsets and offsets == self.saved.get("offsets"):
+            inodes = self.saved.get("inodes") or {}  # the offsets start returned: its inodes
+        given = _abs_paths(logs, "logs") if logs is not None else list(offsets)
+        # Tails are quoted only from the directories of the logs given (not pattern logs).
+        self.log_dirs = sorted({os.path.dirname(path) for path in given})
+        self.log_list = list(given)
+        for logfile, _, _ in self.ready_specs + self.fatal_specs:
+            if logfile and logfile not in self.log_list:
+                self.log_list.append(logfile)
+        missing = [path for path in self.log_list if path not in offsets]
+        if missing:
+            raise SaltInvocationError(
+                f"{__utils__['rollout_ids.minion_id']()}: {self.name}: no start offset for "
+                f"{', '.join(missing)}: call javaservice.start with these logs first, or pass "
+                "offsets="
+            )
+        if any(spec[0] is None for spec in self.ready_specs) and not self.log_list:
+            raise SaltInvocationError(f"{self.name}: ready patterns need logs= to scan")
+        follow = __utils__["rollout_logs.follow"]
+        try:
+            self.readers = {p: follow(p, int(offsets[p]), inodes.get(p)) for p in self.log_list}
+        except (TypeError, ValueError):
+            self.readers = None
+        if self.readers is None or any(reader.pos < 0 for reader in self.readers.values()):
+            raise SaltInvocationError(f"offsets must be byte offsets >= 0, got {offsets!r}")
+        self.deadline = self.began + self.timeout
+
+    # ------------------------------------------------------------------ the steps
+
+    def wait_until_ready(self):
+        """Poll logs, JVM and HTTP until all say ready; raise on fatal, death or timeout."""
+        absent_since = None
+        while True:
+            self._scan_logs()
+            current = self._jvm_pids()
+            if current:
+                self.pids, absent_since = current, None
+            elif self.pids:
+                raise self._error(
+                    f"the JVM (pid(s) {', '.join(map(str, self.pids))}) exited before it was "
+                    "ready"
+                )
             else:
-                want = "" if http["status"] == 200 else " (want 200)"
-                parts.append(f"HTTP {url}: status {http['status']}{want}")
-        tails = list(log_list)
-        out = saved.get("output")
-        if out and out != os.devnull and out not in tails:
-            tails.append(out)
-        for path in tails:
-            parts.append(_tail_block(path))
-        raise CommandExecutionError("\n".join(parts))
+                absent_since = self._check_start_alive(absent_since)
+            logs_ok = len(self.matched) == len(self.ready_specs)
+            if logs_ok and current and self.url:
+                self._check_http(max(self.deadline - time.monotonic(), 0.5))
+            if logs_ok and current and (not self.url or self.http_status == 200):
+                self.ready_at = time.monotonic()
+                return
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._timeout_error(current)
+            time.sleep(min(self.interval, remaining))
 
-    while True:
-        for path, reader in readers.items():
+    def hold(self):
+        """The settle time: the same JVM alive, HTTP 200, no fatal line, for ``settle`` s."""
+        end = self.ready_at + self.settle
+        while time.monotonic() < end:
+            time.sleep(min(self.interval, max(end - time.monotonic(), 0)))
+            self._scan_logs(settling=True)
+            gone = sorted(set(self.pids) - set(self._jvm_pids()))
+            if gone:
+                raise self._error(
+                    f"the JVM (pid(s) {', '.join(map(str, gone))}) exited "
+                    f"{time.monotonic() - self.ready_at:.1f}s after it became ready (settle "
+                    f"time {self.settle:g}s)"
+                )
+            if self.url:
+                self._check_http(max(min(5.0, end - time.monotonic()), 0.5))
+                if self.http_status != 200:
+                    raise self._error(
+                        f"{self.url} stopped answering 200 "
+                        f"{time.monotonic() - self.ready_at:.1f}s after the service became "
+                        f"ready (settle time {self.settle:g}s)"
+                    )
+
+    def result(self):
+        return {
+            "name": self.name,
+            "ready": True,
+            "seconds": round(self.ready_at - self.began, 3),
+            "matched": self.matched,
+            "http_status": self.http_status,
+            "pids": self.pids,
+            "settled": self.settle,
+        }
+
+    # ------------------------------------------------------------------ checks
+
+    def _scan_logs(self, settling=False):
+        """Read the new lines: a fatal pattern raises, ready patterns are recorded."""
+        for path, reader in self.readers.items():
             for line in reader.poll():
-                for logfile, regex, key in fatal_specs:
+                for logfile, regex, key in self.fatal_specs:
                     if (logfile is None or logfile == path) and regex.search(line):
-                        fail(f"fatal pattern '{key}' in {path}: {line[:500]}")
-                for logfile, regex, key in ready_specs:
-                    if key not in matched and (logfile is None or logfile == path):
+                        when = " during the settle time" if settling else ""
+                        raise self._error(f"fatal pattern '{key}' in {path}{when}: {line[:500]}")
+                for logfile, regex, key in self.ready_specs:
+                    if key not in self.matched and (logfile is None or logfile == path):
                         if regex.search(line):
-                            matched[key] = {"log": path, "line": line[:2000]}
-        current = [info["pid"] for info in _find(poll_ident)[0]]
-        if current:
-            seen, absent_since = current, None
-        elif seen:
-            fail(f"the JVM (pid(s) {', '.join(map(str, seen))}) exited before it was ready")
-        elif _launcher_alive(launcher_pid, started_at):
-            absent_since = None
-        elif absent_since is None:
+                            self.matched[key] = {"log": path, "line": line[:2000]}
+
+    def _jvm_pids(self):
+        return [info["pid"] for info in _find(self.poll_ident)[0]]
+
+    def _check_start_alive(self, absent_since):
+        """No JVM yet: fine while the start command lives; else fail after START_GRACE.
+        Returns the new ``absent_since``."""
+        if _launcher_alive(self.saved):
+            return None
+        if absent_since is None:
             # A process caught mid-exec (catalina.sh's child becoming java) can be missing
             # from one scan: only a JVM still absent a moment later is a failed start.
-            absent_since = time.monotonic()
-        elif time.monotonic() - absent_since >= START_GRACE:
-            if launcher_pid:
-                fail(
-                    f"not running: no JVM found and the start command (launcher pid "
-                    f"{launcher_pid}) has exited"
-                )
-            fail("not running: no JVM found (and no javaservice.start recorded for it)")
-        logs_ok = len(matched) == len(ready_specs)
-        if logs_ok and current and url:
-            remaining = max(deadline - time.monotonic(), 0.5)
-            http["status"], http["error"] = _http_status(url, min(5.0, remaining))
-            http["checked"] = True
-        if logs_ok and current and (not url or http["status"] == 200):
-            return {
-                "name": name,
-                "ready": True,
-                "seconds": round(time.monotonic() - began, 3),
-                "matched": matched,
-                "http_status": http["status"],
-                "pids": current,
-            }
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            if current:
-                fail(f"not ready within {timeout:g}s")
-            fail(
-                f"not running after {timeout:g}s: no java process matches "
-                f"{ident['kind']}={ident['given']}; the start command's session still has "
-                + ", ".join(_describe(p) for p in _session_procs(launcher_pid, started_at))
+            return time.monotonic()
+        if time.monotonic() - absent_since < START_GRACE:
+            return absent_since
+        launcher_pid = self.saved.get("launcher_pid")
+        if launcher_pid:
+            raise self._error(
+                f"not running: no JVM found and the start command (launcher pid "
+                f"{launcher_pid}) has exited"
             )
-        time.sleep(min(interval, remaining))
+        raise self._error("not running: no JVM found (and no javaservice.start recorded for it)")
+
+    def _check_http(self, limit):
+        self.http_status, self.http_error = _http_status(self.url, min(5.0, limit))
+        self.http_checked = True
+
+    # ------------------------------------------------------------------ errors
+
+    def _timeout_error(self, current):
+        if current:
+            return self._error(f"not ready within {self.timeout:g}s")
+        return self._error(
+            f"not running after {self.timeout:g}s: no java process matches "
+            f"{self.ident['kind']}={self.ident['given']}; the start command's session still "
+            "has " + ", ".join(_describe(p) for p in _start_session(self.saved))
+        )
+
+    def _error(self, reason):
+        """A CommandExecutionError: reason, what is missing, HTTP, and the logs' tails."""
+        parts = [
+            f"{__utils__['rollout_ids.minion_id']()}: {self.name}: {reason} "
+            f"(after {time.monotonic() - self.began:.1f}s)"
+        ]
+        for logfile, _, key in self.ready_specs:
+            if key not in self.matched:
+                where = logfile or ("any of " + ", ".join(self.log_list))
+                parts.append(f"missing: pattern '{key}' in {where} after the start offset")
+        if self.url:
+            if not self.http_checked and reason.startswith("not ready"):
+                self._check_http(2)
+            if not self.http_checked:
+                parts.append(f"HTTP {self.url}: not checked")
+            elif self.http_status is None:
+                parts.append(f"HTTP {self.url}: no answer ({self.http_error})")
+            else:
+                want = "" if self.http_status == 200 else " (want 200)"
+                parts.append(f"HTTP {self.url}: status {self.http_status}{want}")
+        tail_block = __utils__["rollout_logs.tail_block"]
+        for path in self.log_list:
+            parts.append(tail_block(path, self.log_dirs))
+        out = self.saved.get("output")
+        if out and out != os.devnull and out not in self.log_list:
+            parts.append(tail_block(out, [os.path.dirname(out)]))
+        return CommandExecutionError("\n".join(parts))
 
 
 def tail(path, lines=20):
@@ -1279,6 +1519,8 @@ def tail(path, lines=20):
     if count < 0:
         raise SaltInvocationError(f"lines must be >= 0, got {lines!r}")
     try:
-        return _tail(path, count)
+        return __utils__["rollout_logs.tail"](path, count)
     except OSError as exc:
-        raise CommandExecutionError(f"{_minion()}: cannot read {path}: {exc.strerror or exc}")
+        raise CommandExecutionError(
+            f"{__utils__['rollout_ids.minion_id']()}: cannot read {path}: {exc.strerror or exc}"
+        )

@@ -8,7 +8,6 @@ Both raise ``CommandExecutionError`` with what was expected and what was found, 
 probe fails the state (and the orchestration) that runs it.
 """
 
-import os
 import re
 import time
 
@@ -22,7 +21,7 @@ def __virtual__():
 
 
 def _where():
-    return __opts__.get("id", "minion")
+    return __utils__["rollout_ids.minion_id"]("minion")
 
 
 def http(url, status=200, contains=None, timeout=5):
@@ -48,16 +47,10 @@ def http(url, status=200, contains=None, timeout=5):
 
         salt-call probe.http http://25.0.3.27:8080/ecmc/customers contains='"balance":12.345'
     """
-    # The tornado backend takes its timeouts from opts (default: an hour), not `timeout`.
-    limits = {"http_connect_timeout": float(timeout), "http_request_timeout": float(timeout)}
-    ret = __salt__["http.query"](
-        url, status=True, text=True, decode=False, backend="tornado", opts=limits,
-        raise_error=False,
-    )
+    ret = __utils__["rollout_http.get"](url, timeout=float(timeout))
     found = ret.get("status")
-    body = ret.get("text") or ""
+    body = ret.get("body") or ""
     if found != int(status):
-        # tornado reports no answer (refused, timed out) as status 599 with an error text.
         why = f" ({ret['error']})" if ret.get("error") else ""
         raise CommandExecutionError(
             f"{_where()}: GET {url} answered {found}{why}, expected {status}"
@@ -102,22 +95,13 @@ def log(path, pattern, forbidden=None, count=2, timeout=15, interval=0.5):
     except re.error as exc:
         raise SaltInvocationError(f"probe.log: bad regex: {exc}") from exc
     try:
-        offset = os.path.getsize(path)
+        follower = __utils__["rollout_logs.follow_from_end"](path)
     except OSError as exc:
         raise CommandExecutionError(f"{_where()}: cannot read log {path}: {exc}") from exc
-    matched, seen, partial = [], [], b""
+    matched, seen = [], []
     deadline = time.monotonic() + float(timeout)
     while True:
-        with open(path, "rb") as fh:
-            if os.fstat(fh.fileno()).st_size < offset:
-                offset = 0  # truncated or replaced: read the new file from its start
-            fh.seek(offset)
-            chunk = fh.read()
-            offset += len(chunk)
-        lines = (partial + chunk).split(b"\n")
-        partial = lines.pop()
-        for raw in lines:
-            line = raw.decode("utf-8", "replace")
+        for line in follower.poll():
             seen.append(line)
             if bad is not None and bad.search(line):
                 raise CommandExecutionError(

@@ -46,31 +46,10 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "javaservice"
 
-_SIGNAL_NAMES = {"TERM": 15, "KILL": 9, "INT": 2, "QUIT": 3, "HUP": 1}
-
-
 def __virtual__():
     if "javaservice.pids" in __salt__:
         return __virtualname__
     return (False, "javaservice state: the javaservice execution module is not available")
-
-
-def _signal_name(value):
-    """Validate like javaservice.stop does, so test=True refuses what a real run would."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        for key, number in _SIGNAL_NAMES.items():
-            if number == value:
-                return key
-    elif isinstance(value, str):
-        text = value.strip().upper()
-        if text.isdigit():
-            return _signal_name(int(text))
-        text = text[3:] if text.startswith("SIG") else text
-        if text in _SIGNAL_NAMES:
-            return text
-    raise SaltInvocationError(
-        f"unsupported signal {value!r}: use one of TERM, KILL, INT, QUIT, HUP (15, 9, 2, 3, 1)"
-    )
 
 
 def _pattern_logs(*pattern_lists):
@@ -93,14 +72,13 @@ def _as_list(value):
     return list(value)
 
 
-def _sizes(paths):
-    sizes = {}
-    for path in paths:
-        try:
-            sizes[path] = os.stat(path).st_size
-        except OSError:
-            sizes[path] = 0
-    return sizes
+def _strangers_note(strangers):
+    """For a comment: the look-alike processes left alone, and why they are not the service."""
+    if not strangers:
+        return ""
+    return "; left alone (not the service): " + ", ".join(
+        f"pid {s['pid']} ({s['user']}: {s['why']})" for s in strangers
+    )
 
 
 def _command_text(command):
@@ -119,6 +97,7 @@ def running(
     url=None,
     timeout=120,
     runas=None,
+    settle=3,
     **identity,
 ):
     """
@@ -128,8 +107,10 @@ def running(
     waited for up to ``timeout``; a running but unhealthy JVM fails the state and is NOT
     restarted). Not running: ``javaservice.start`` then ``javaservice.wait_ready`` with the
     offsets recorded by the start; changes ``{"started": {"pids", "seconds"}}``. A JVM that
-    started but never became ready is left running for diagnosis (result False, changes say it
-    was started).
+    started but never became ready (or died within the settle time) is left as it is for
+    diagnosis (result False, changes say it was started). Java processes that look like the
+    service but are not it (another user's, another main class, not a real JVM) never count as
+    "already running"; the comment lists them.
 
     name
         The service's name.
@@ -141,46 +122,25 @@ def running(
     cwd, env, output, runas
         See ``javaservice.start`` (cwd defaults to app_dir / catalina_base).
 
-    logs, ready, fatal, url, timeout
+    logs, ready, fatal, url, timeout, settle
         See ``javaservice.wait_ready``. Logs named in ``ready``/``fatal`` entries are watched too.
+        ``settle`` (default 3 s) applies to a start, not to an already running JVM.
 
-    catalina_base / app_dir / pidfile
+    catalina_base / app_dir / main / user / pidfile
         The service's identity.
     """
     ret = {"name": name, "changes": {}, "result": False, "comment": ""}
     try:
-        pids = __salt__["javaservice.pids"](**identity)
+        status = __salt__["javaservice.status"](name, **identity)
+        strangers = _strangers_note(status.get("strangers"))
         all_logs = []
         for path in _as_list(logs) + _pattern_logs(ready, fatal):
             if path not in all_logs:
                 all_logs.append(path)
 
-        if pids:
-            running_msg = f"{name} is already running (pid(s) {', '.join(map(str, pids))})"
-            if not url:
-                ret.update(result=True, comment=running_msg)
-                return ret
-            health = dict(
-                logs=all_logs,
-                offsets=_sizes(all_logs),
-                ready=[],
-                fatal=[],
-                url=url,
-                **identity,
-            )
-            if __opts__["test"]:
-                try:
-                    __salt__["javaservice.wait_ready"](name, timeout=0, **health)
-                except CommandExecutionError:
-                    ret.update(
-                        result=None,
-                        comment=f"{running_msg} but {url} does not answer 200 yet; would wait "
-                        f"up to {timeout}s for it (and fail, not restart, if it does not)",
-                    )
-                    return ret
-            else:
-                __salt__["javaservice.wait_ready"](name, timeout=timeout, **health)
-            ret.update(result=True, comment=f"{running_msg} and {url} answers 200")
+        if status["pids"]:
+            ret.update(_already_running(name, status["pids"], all_logs, url, timeout, identity))
+            ret["comment"] += strangers
             return ret
 
         if __opts__["test"]:
@@ -194,7 +154,9 @@ def running(
                 comment=f"would start {name}: {_command_text(start)}"
                 + (f" in {cwd}" if cwd else "")
                 + f"; then wait up to {timeout}s for "
-                + (" and ".join(what) if what else "the JVM to run"),
+                + (" and ".join(what) if what else "the JVM to run")
+                + (f", then {settle}s of settle time" if settle else "")
+                + strangers,
             )
             return ret
 
@@ -210,6 +172,7 @@ def running(
                 fatal=fatal,
                 url=url,
                 timeout=timeout,
+                settle=settle,
                 **identity,
             )
         except CommandExecutionError as exc:
@@ -224,16 +187,18 @@ def running(
                     "ready": False,
                 }
             }
-            ret["comment"] = str(exc)
+            ret["comment"] = str(exc) + strangers
             return ret
         ret["changes"] = {"started": {"pids": result["pids"], "seconds": result["seconds"]}}
         details = [f"'{key}'" for key in result["matched"]]
         if result.get("http_status") is not None:
             details.append(f"HTTP {result['http_status']}")
+        settled = f"; up and healthy for {result['settled']:g}s more" if result.get("settled") else ""
         ret.update(
             result=True,
             comment=f"started {name} (pid(s) {', '.join(map(str, result['pids']))}), ready "
-            f"after {result['seconds']}s" + (f": {', '.join(details)}" if details else ""),
+            f"after {result['seconds']}s" + (f": {', '.join(details)}" if details else "")
+            + settled + strangers,
         )
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret["result"] = False
@@ -241,11 +206,42 @@ def running(
     return ret
 
 
+def _already_running(name, pids, all_logs, url, timeout, identity):
+    """result/comment for a service that runs: healthy (url answers 200) or not."""
+    running_msg = f"{name} is already running (pid(s) {', '.join(map(str, pids))})"
+    if not url:
+        return {"result": True, "comment": running_msg}
+    health = dict(
+        logs=all_logs,
+        offsets=__utils__["rollout_logs.offsets"](all_logs)[0],
+        ready=[],
+        fatal=[],
+        url=url,
+        settle=0,
+        **identity,
+    )
+    if __opts__["test"]:
+        try:
+            __salt__["javaservice.wait_ready"](name, timeout=0, **health)
+        except CommandExecutionError:
+            return {
+                "result": None,
+                "comment": f"{running_msg} but {url} does not answer 200 yet; would wait up to "
+                f"{timeout}s for it (and fail, not restart, if it does not)",
+            }
+    else:
+        __salt__["javaservice.wait_ready"](name, timeout=timeout, **health)
+    return {"result": True, "comment": f"{running_msg} and {url} answers 200"}
+
+
 def dead(name, signal="TERM", timeout=30, thread_dump=False, **identity):
     """
     Ensure the service's JVM is not running: ``javaservice.stop`` (``signal``, wait ``timeout``
     seconds, then SIGKILL). Changes ``{"stopped": {"pids", "outcome", "seconds"}}`` with
-    outcome ``graceful`` or ``killed``; not running means no changes.
+    outcome ``graceful`` or ``killed``; the comment says what happened and how long each step
+    took (``SIGTERM, exited after 1.2 s`` / ``SIGTERM ignored for 30.0 s, SIGKILL, gone after
+    0.1 s``). Not running means no changes. Look-alike processes that are not the service
+    (see ``javaservice.status``'s ``strangers``) are never signalled; the comment lists them.
 
     name
         The service's name.
@@ -260,17 +256,19 @@ def dead(name, signal="TERM", timeout=30, thread_dump=False, **identity):
     thread_dump : False
         SIGQUIT first (a thread dump in catalina.out / the service's stdout).
 
-    catalina_base / app_dir / pidfile
+    catalina_base / app_dir / main / user / pidfile
         The service's identity.
     """
     ret = {"name": name, "changes": {}, "result": False, "comment": ""}
     try:
-        sig = _signal_name(signal)
+        # validated as javaservice.stop does, so test=True refuses what a real run would
+        sig = __utils__["rollout_ids.signal_name"](signal)
         status = __salt__["javaservice.status"](name, **identity)
         note = ""
         pidfile = status.get("pidfile")
         if pidfile and not pidfile["valid"] and pidfile["reason"] != "missing":
             note = f" (ignored pid file {pidfile['path']}: {pidfile['reason']})"
+        note += _strangers_note(status.get("strangers"))
         if not status["running"]:
             ret.update(result=True, comment=f"{name} is not running{note}")
             return ret
@@ -293,15 +291,10 @@ def dead(name, signal="TERM", timeout=30, thread_dump=False, **identity):
         ret["changes"] = {
             "stopped": {"pids": res["pids"], "outcome": res["outcome"], "seconds": res["seconds"]}
         }
-        how = {
-            "graceful": f"exited on SIG{sig}",
-            "killed": "killed with SIGKILL"
-            + (f" after {timeout}s without exiting on SIG{sig}" if res.get("escalated") else ""),
-        }[res["outcome"]]
         ret.update(
             result=True,
-            comment=f"stopped {name} (pid(s) {', '.join(map(str, res['pids']))}): {how} in "
-            f"{res['seconds']}s{note}",
+            comment=f"stopped {name} (pid(s) {', '.join(map(str, res['pids']))}): "
+            f"{res['summary']}{note}",
         )
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret["result"] = False

@@ -1,10 +1,10 @@
-"""Unit tests for _modules/javaservice.py and _states/javaservice.py (fake processes, real files)."""
+"""Unit tests for _modules/javaservice.py (fake processes, real files)."""
 
-import importlib.util
 import os
 import re
 import signal
-import sys
+import subprocess
+import threading
 import time
 from unittest.mock import MagicMock, patch
 
@@ -12,114 +12,15 @@ import psutil
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from tests.conftest import REPO_ROOT
-
-
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-javaservice = _load("javaservice_module_under_test", REPO_ROOT / "_modules" / "javaservice.py")
-javaservice_state = _load("javaservice_state_under_test", REPO_ROOT / "_states" / "javaservice.py")
-
-MINION = "unit-minion"
-JAVA = "/usr/lib/jvm/java-17-openjdk-amd64/bin/java"
-
-
-@pytest.fixture
-def configure_loader_modules(tmp_path):
-    opts = {"id": MINION, "cachedir": str(tmp_path / "cache"), "test": False}
-    salt_funcs = {
-        f"javaservice.{fun}": getattr(javaservice, fun)
-        for fun in ("pids", "status", "stop", "start", "wait_ready", "tail")
-    }
-    return {
-        javaservice: {"__opts__": opts, "__salt__": {}},
-        javaservice_state: {"__opts__": opts, "__salt__": salt_funcs},
-    }
-
-
-class FakeProc:
-    """Just enough of psutil.Process for javaservice."""
-
-    def __init__(self, pid, cmdline, exe=JAVA, cwd="/", name=None, status="sleeping",
-                 create_time=1000.0, dies_on=(signal.SIGTERM, signal.SIGKILL), exe_denied=False):
-        self.pid = pid
-        self._cmdline = list(cmdline)
-        self._exe = exe
-        self._cwd = cwd
-        self._name = name if name is not None else os.path.basename(exe)
-        self._status = status
-        self._create_time = create_time
-        self.dies_on = set(dies_on)
-        self.exe_denied = exe_denied
-        self.dead = False
-        self.signals = []
-
-    def _check(self):
-        if self.dead:
-            raise psutil.NoSuchProcess(self.pid)
-
-    def status(self):
-        self._check()
-        return self._status
-
-    def exe(self):
-        self._check()
-        if self.exe_denied:
-            raise psutil.AccessDenied(self.pid)
-        return self._exe
-
-    def name(self):
-        self._check()
-        return self._name
-
-    def cmdline(self):
-        self._check()
-        return self._cmdline
-
-    def cwd(self):
-        self._check()
-        return self._cwd
-
-    def create_time(self):
-        self._check()
-        return self._create_time
-
-    def is_running(self):
-        return not self.dead
-
-    def send_signal(self, sig):
-        self._check()
-        self.signals.append(sig)
-        if sig in self.dies_on:
-            self.dead = True
-
-    def wait(self, timeout=None):
-        if self.dead:
-            return 0
-        time.sleep(min(timeout or 0, 0.01))
-        raise psutil.TimeoutExpired(timeout, self.pid)
-
-
-def tomcat(pid, base, cwd="/"):
-    return FakeProc(pid, [JAVA, "-Dnop", "--add-opens=java.base/java.lang=ALL-UNNAMED",
-                          "-Xmx64m", "-classpath",
-                          "/usr/share/tomcat10/bin/bootstrap.jar:/usr/share/tomcat10/bin/tomcat-juli.jar",
-                          f"-Dcatalina.base={base}", "-Dcatalina.home=/usr/share/tomcat10",
-                          "org.apache.catalina.startup.Bootstrap", "start"], cwd=cwd)
-
-
-@pytest.fixture
-def procs():
-    """A host running many things; tests add to it."""
-    found = []
-    with patch.object(javaservice, "_fresh_processes", side_effect=lambda: list(found)):
-        yield found
+from tests.unit.javaservice_fakes import (  # noqa: F401 (fixtures)
+    JAVA,
+    MINION,
+    FakeProc,
+    configure_loader_modules,
+    javaservice,
+    procs,
+    tomcat,
+)
 
 
 # --------------------------------------------------------------------------- identity
@@ -180,10 +81,11 @@ def test_app_dir_by_cwd_classpath_and_jar(procs):
             FakeProc(41, [JAVA, "-cp", "lib/*", "com.x.Main"], cwd="/home/schedule"),
             FakeProc(42, [JAVA, "-classpath", "schedule/lib/*", "com.x.Main"], cwd="/home"),
             FakeProc(43, [JAVA, "-Dx=1", "-jar", "/home/schedule/app.jar", "--port", "1"], cwd="/"),
-            FakeProc(44, [JAVA, "--class-path=/home/schedule/classes", "Main"], cwd="/tmp"),
+            FakeProc(44, [JAVA, "--class-path=/home/schedule/classes", "com.x.Main"], cwd="/tmp"),
         ]
     )
-    assert javaservice.pids(app_dir="/home/schedule") == [40, 41, 42, 43, 44]
+    assert javaservice.pids(app_dir="/home/schedule", main="com.x.Main") == [40, 41, 42, 44]
+    assert javaservice.pids(app_dir="/home/schedule", main="app.jar") == [43]
 
 
 def test_app_dir_never_matches_prefix_dir_name_in_args_or_non_java(procs):
@@ -207,14 +109,20 @@ def test_app_dir_never_matches_prefix_dir_name_in_args_or_non_java(procs):
             FakeProc(58, [], status=psutil.STATUS_ZOMBIE, cwd="/home/schedule"),
         ]
     )
-    assert javaservice.pids(app_dir="/home/schedule") == []
-    assert javaservice.pids(app_dir="/home/schedule-res") == [50, 51]
+    assert javaservice.pids(app_dir="/home/schedule", main="Main") == []
+    assert javaservice.pids(app_dir="/home/schedule-res", main="Main") == [50, 51]
 
 
-def test_java_by_name_when_exe_unreadable(procs):
+def test_unreadable_exe_is_not_proven_a_jvm(procs):
+    # Issue 8.2: a process whose executable cannot be read cannot be proven a real JVM (for a
+    # non-root minion that only happens for another user's process anyway): a stranger.
     procs.append(FakeProc(60, [JAVA, "Main"], cwd="/home/schedule", exe_denied=True))
     procs.append(FakeProc(61, ["/bin/sh"], exe="/bin/sh", cwd="/home/schedule", exe_denied=True))
-    assert javaservice.pids(app_dir="/home/schedule") == [60]
+    st = javaservice.status("schedule", app_dir="/home/schedule", main="Main")
+    assert st["pids"] == []
+    assert [(s["pid"], s["why"]) for s in st["strangers"]] == [
+        (60, "its executable (unreadable) is not a JVM")
+    ]
 
 
 def test_pidfile_valid_and_stale(procs, tmp_path):
@@ -253,7 +161,7 @@ def test_status_reports_oldest(procs):
     assert st["started"].startswith(time.strftime("%Y", time.localtime(1000.0)))
     assert javaservice.status("ecsc", catalina_base="/home/none") == {
         "name": "ecsc", "running": False, "pids": [], "started": None, "cmdline": [], "cwd": None,
-        "release": None, "release_note": "not running",
+        "release": None, "release_note": "not running", "strangers": [],
     }
 
 
@@ -288,8 +196,11 @@ def test_status_names_the_release_the_running_code_came_from(procs, record, star
      (15, signal.SIGTERM), ("15", signal.SIGTERM), (9, signal.SIGKILL), ("KILL", signal.SIGKILL),
      ("INT", signal.SIGINT), ("QUIT", signal.SIGQUIT), ("HUP", signal.SIGHUP)],
 )
-def test_signal_parsing(value, expected):
-    assert javaservice._parse_signal(value) is expected
+def test_signal_parsing(procs, value, expected):
+    proc = tomcat(89, "/home/tomcat")
+    procs.append(proc)
+    ret = javaservice.stop("ecsc", signal=value, timeout=0.1, catalina_base="/home/tomcat")
+    assert proc.signals[0] == expected and ret["signal"] == expected.name[3:]
 
 
 @pytest.mark.parametrize("value", ["USR1", "SIGSTOP", 10, 0, -9, True, None, "", "9x", 15.0])
@@ -375,45 +286,10 @@ def test_tomcat_ready_marker(line, ready):
     assert bool(re.search(javaservice.TOMCAT_READY, line)) is ready
 
 
-def test_log_reader_reads_only_after_offset_and_buffers_partial_lines(tmp_path):
-    path = tmp_path / "catalina.out"
-    path.write_text("INFO: Server startup in [123] milliseconds\n")
-    reader = javaservice._LogReader(str(path), path.stat().st_size, path.stat().st_ino)
-    assert reader.poll() == []
-    with open(path, "a") as handle:
-        handle.write("one\ntw")
-    assert reader.poll() == ["one"]
-    with open(path, "a") as handle:
-        handle.write("o\r\n")
-    assert reader.poll() == ["two"]
-
-
-def test_log_reader_truncated_and_replaced(tmp_path):
-    path = tmp_path / "app.log"
-    path.write_text("old line 1\nold line 2\n")
-    reader = javaservice._LogReader(str(path), path.stat().st_size, path.stat().st_ino)
-    path.write_text("new\n")  # truncated in place (same inode), shorter than the offset
-    assert reader.poll() == ["new"]
-    replacement = tmp_path / "app.log.new"
-    replacement.write_text("fresh\n")
-    os.replace(replacement, path)  # rotated/replaced: another inode
-    assert reader.poll() == ["fresh"]
-    assert reader.restarts == 2
-
-
-def test_log_reader_waits_for_missing_file(tmp_path):
-    path = tmp_path / "later.log"
-    reader = javaservice._LogReader(str(path), 0)
-    assert reader.poll() == []
-    path.write_text("hello\n")
-    assert reader.poll() == ["hello"]
-
-
 def test_tail(tmp_path):
     path = tmp_path / "big.log"
     path.write_text("".join(f"line {i}\n" for i in range(5000)))
     assert javaservice.tail(str(path), lines=3) == ["line 4997", "line 4998", "line 4999"]
-    assert javaservice._tail(str(path), 2, block=7) == ["line 4998", "line 4999"]
     path.write_text("a\nb")
     assert javaservice.tail(str(path)) == ["a", "b"]
     assert javaservice.tail(str(path), lines=0) == []
@@ -454,7 +330,7 @@ def test_wait_ready_matches_new_marker_either_format(jvm_up, tmp_path, marker):
     with open(log, "a") as handle:
         handle.write(f"{marker}\n")
     ret = javaservice.wait_ready("ecsc", offsets=offsets, ready=["TOMCAT_READY"], timeout=1,
-                                 catalina_base="/home/tomcat")
+                                 settle=0, catalina_base="/home/tomcat")
     assert ret["ready"] is True and ret["pids"] == [4242] and ret["http_status"] is None
     assert ret["matched"] == {javaservice.TOMCAT_READY: {"log": str(log), "line": marker}}
 
@@ -472,7 +348,8 @@ def test_wait_ready_per_log_patterns_and_persisted_offsets(jvm_up, tmp_path):
                                catalina_base="/home/tomcat")
     with open(app, "a") as handle:
         handle.write("Application started again\n")
-    ret = javaservice.wait_ready("ecsc", ready=ready, timeout=1, catalina_base="/home/tomcat")
+    ret = javaservice.wait_ready("ecsc", ready=ready, timeout=1, settle=0,
+                                 catalina_base="/home/tomcat")
     assert ret["matched"][f"{app}: Application started"]["line"] == "Application started again"
 
 
@@ -486,7 +363,7 @@ def test_wait_ready_fatal_wins_over_ready(jvm_up, tmp_path):
                                catalina_base="/home/tomcat")
     # fatal=[] switches the defaults off
     ret = javaservice.wait_ready("ecsc", offsets=offsets, ready=["TOMCAT_READY"], fatal=[],
-                                 timeout=1, catalina_base="/home/tomcat")
+                                 timeout=1, settle=0, catalina_base="/home/tomcat")
     assert ret["ready"] is True
 
 
@@ -505,19 +382,19 @@ def test_wait_ready_jvm_death_fails_at_once(tmp_path):
     with patch.object(javaservice, "_find", side_effect=lambda ident: next(seq)):
         with pytest.raises(CommandExecutionError, match=r"JVM \(pid\(s\) 7\) exited before it was ready"):
             javaservice.wait_ready("schedule", offsets=offsets, ready=["never"], timeout=60,
-                                   interval=0.01, app_dir="/home/schedule")
+                                   interval=0.01, app_dir="/home/schedule", main="Main")
 
 
 def test_wait_ready_launcher_gone_without_jvm(tmp_path, procs):
     javaservice._write_state("schedule", {"offsets": {}, "launcher_pid": 999999, "started_at": 1.0})
     with pytest.raises(CommandExecutionError, match="launcher pid 999999\\) has exited"):
-        javaservice.wait_ready("schedule", timeout=60, app_dir="/home/schedule")
+        javaservice.wait_ready("schedule", timeout=60, app_dir="/home/schedule", main="Main")
 
 
 def test_wait_ready_http(jvm_up, tmp_path):
     with patch.object(javaservice, "_http_status", side_effect=[(None, "refused"), (503, None), (200, None)]):
         ret = javaservice.wait_ready("ecsc", offsets={}, url="http://127.0.0.1:1/", timeout=5,
-                                     interval=0.01, catalina_base="/home/tomcat")
+                                     interval=0.01, settle=0, catalina_base="/home/tomcat")
     assert ret["http_status"] == 200
     with patch.object(javaservice, "_http_status", return_value=(503, None)):
         with pytest.raises(CommandExecutionError, match=r"HTTP http://127.0.0.1:1/: status 503 \(want 200\)"):
@@ -535,47 +412,185 @@ def test_start_refuses_second_jvm_and_bad_input(procs, tmp_path):
         javaservice.start("ecsc", [], catalina_base="/home/tomcat")
 
 
-# --------------------------------------------------------------------------- states
+# --------------------------------------------------------------------------- issue 8.2: identity
 
 
-def test_state_dead_test_mode_and_errors(procs):
-    procs.append(tomcat(110, "/home/tomcat"))
-    with patch.dict(javaservice_state.__opts__, {"test": True}):
-        ret = javaservice_state.dead("ecsc", catalina_base="/home/tomcat")
-    assert ret["result"] is None and ret["changes"] == {}
-    assert "would stop ecsc: pid(s) 110 with SIGTERM" in ret["comment"]
-    assert procs[0].signals == []
-    ret = javaservice_state.dead("ecsc", signal="USR1", catalina_base="/home/tomcat")
-    assert ret["result"] is False and "unsupported signal 'USR1'" in ret["comment"]
-    ret = javaservice_state.dead("ecsc")
-    assert ret["result"] is False and "catalina_base=<dir>" in ret["comment"]
+LAB_STARTUP_SH = """#!/bin/sh
+# schedule release 20161201: start in the foreground; generated by lab/build.py.
+cd "$(dirname "$0")" || exit 1
+exec "${JAVA_HOME:+$JAVA_HOME/bin/}java" \\
+  -Xms8m -Xmx32m -Dservice.name=schedule \\
+  -cp lib/schedule.jar lab.standalone.Main conf/host.properties
+"""
 
 
-def test_state_dead_stops_and_is_idempotent(procs):
-    procs.append(tomcat(111, "/home/tomcat"))
-    ret = javaservice_state.dead("ecsc", timeout=1, catalina_base="/home/tomcat")
-    assert ret["result"] is True
-    assert ret["changes"]["stopped"]["pids"] == [111]
-    assert ret["changes"]["stopped"]["outcome"] == "graceful"
-    procs.clear()
-    ret = javaservice_state.dead("ecsc", catalina_base="/home/tomcat")
-    assert ret == {"name": "ecsc", "changes": {}, "result": True, "comment": "ecsc is not running"}
+@pytest.mark.parametrize(
+    "script, main",
+    [
+        (LAB_STARTUP_SH, "lab.standalone.Main"),
+        ("#!/bin/sh\n# java -jar old.jar\nnohup java -Xmx1g -jar lib/app.jar --port 1 &\n",
+         "lib/app.jar"),
+        ("#!/bin/sh\njava -Xmx16m -cp lib FakeService \"$@\"\n", "FakeService"),
+        ("#!/bin/sh\n$JAVA_HOME/bin/java --module-path mods -m app/app.Main\n", "app/app.Main"),
+        ("#!/bin/sh\necho no java here\n", None),
+        ("#!/bin/sh\nJAVA_OPTS=-Xmx1g exec java $JAVA_OPTS -cp x.jar a.B\n", "a.B"),
+    ],
+)
+def test_main_is_read_from_startup_sh(tmp_path, script, main):
+    (tmp_path / "startup.sh").write_text(script)
+    assert javaservice._main_from_script(str(tmp_path / "startup.sh")) == main
 
 
-def test_state_running_test_mode_and_already_running(procs):
-    with patch.dict(javaservice_state.__opts__, {"test": True}):
-        ret = javaservice_state.running("ecsc", ["/home/tomcat/bin/startup.sh"],
-                                        ready=["TOMCAT_READY"], catalina_base="/home/tomcat")
-    assert ret["result"] is None and ret["changes"] == {}
-    assert ret["comment"].startswith("would start ecsc: /home/tomcat/bin/startup.sh")
-    procs.append(tomcat(120, "/home/tomcat"))
-    ret = javaservice_state.running("ecsc", ["/home/tomcat/bin/startup.sh"], catalina_base="/home/tomcat")
-    assert ret["result"] is True and ret["changes"] == {}
-    assert "already running (pid(s) 120)" in ret["comment"]
+def test_standalone_is_its_main_class_not_any_jvm_of_its_jar(procs, tmp_path):
+    app = tmp_path / "schedule"
+    (app / "lib").mkdir(parents=True)
+    (app / "startup.sh").write_text(LAB_STARTUP_SH)
+    service = FakeProc(10, [JAVA, "-Xmx32m", "-cp", "lib/schedule.jar", "lab.standalone.Main",
+                            "conf/host.properties"], cwd=str(app))
+    # the issue's decoy: another main class with the service's jar on its class path
+    decoy = FakeProc(11, [JAVA, "-cp", f"/opt/other.jar:{app}/lib/schedule.jar", "SomeTool"])
+    # another main class run from the program dir
+    tool = FakeProc(12, [JAVA, "-cp", "lib/schedule.jar", "lab.standalone.Repair"], cwd=str(app))
+    procs.extend([service, decoy, tool])
+    st = javaservice.status("schedule", app_dir=str(app))
+    assert st["pids"] == [10]
+    assert {s["pid"]: s["why"] for s in st["strangers"]} == {
+        11: "runs SomeTool, not lab.standalone.Main",
+        12: "runs lab.standalone.Repair, not lab.standalone.Main",
+    }
+    assert st["strangers"][0]["cmdline"].endswith("SomeTool")
+    ret = javaservice.stop("schedule", timeout=1, app_dir=str(app))
+    assert ret["pids"] == [10] and [s["pid"] for s in ret["strangers"]] == [11, 12]
+    assert service.signals == [signal.SIGTERM] and decoy.signals == [] and tool.signals == []
+    # main= overrides startup.sh; a jar is matched as -jar <app_dir>/<jar>
+    assert javaservice.pids(app_dir=str(app), main="SomeTool") == [11]  # its jar is in app
+    procs.append(FakeProc(13, [JAVA, "-jar", "lib/schedule.jar"], cwd=str(app)))
+    assert javaservice.pids(app_dir=str(app), main="lib/schedule.jar") == [13]
 
 
-def test_state_running_reports_start_failure(procs, tmp_path):
-    ret = javaservice_state.running("ecsc", [str(tmp_path / "missing.sh")], cwd=str(tmp_path),
-                                    catalina_base="/home/tomcat")
-    assert ret["result"] is False and ret["changes"] == {}
-    assert ret["comment"].startswith(f"{MINION}: cannot start ecsc:")
+def test_tomcat_needs_bootstrap_its_user_and_a_real_jvm(procs, tmp_path):
+    base = tmp_path / "apache-tomcat-7.0.67"
+    base.mkdir()
+    fake_home = tmp_path / "fake" / "bin"
+    fake_home.mkdir(parents=True)
+    (fake_home / "java").write_text("#!/bin/sh\n")  # a file named java, no Java home around it
+    other_uid = os.getuid() + 4242
+    ours = tomcat(20, str(base))
+    procs.extend([
+        ours,
+        tomcat(21, str(base), uid=other_uid),  # another user's Tomcat on the same base
+        tomcat(22, str(base), exe=str(fake_home / "java")),  # not a JVM
+        FakeProc(23, [JAVA, f"-Dcatalina.base={base}", "-cp", "/opt/t.jar", "Tool"]),
+        FakeProc(24, [JAVA, "-cp", "/opt/ship.jar", "Ship", f"{base}/logs/catalina.out"]),
+        tomcat(25, f"{base}2"),  # another Tomcat: unrelated, not even a stranger
+    ])
+    st = javaservice.status("ecsc", catalina_base=str(base))  # user: the owner of the base
+    assert st["pids"] == [20]
+    why = {s["pid"]: s["why"] for s in st["strangers"]}
+    assert sorted(why) == [21, 22, 23, 24]
+    assert why[21] == f"user {other_uid}, not {javaservice._user_name(os.getuid())}"
+    assert why[22] == f"{fake_home / 'java'} is not a JVM"
+    assert why[23] == "runs Tool, not org.apache.catalina.startup.Bootstrap"
+    assert why[24].startswith("its -Dcatalina.base is not set; runs Ship")
+    javaservice.stop("ecsc", timeout=1, catalina_base=str(base))
+    assert ours.signals == [signal.SIGTERM]
+    assert all(p.signals == [] for p in procs[1:])
+    # user= names whose JVM it is
+    assert javaservice.pids(catalina_base=str(base), user=str(other_uid)) == [21]
+    with pytest.raises(SaltInvocationError, match="does not exist"):
+        javaservice.pids(catalina_base=str(base), user="no-such-user-here")
+    with pytest.raises(SaltInvocationError, match="always runs org.apache.catalina"):
+        javaservice.pids(catalina_base=str(base), main="Other")
+
+
+def test_app_dir_without_a_known_main_is_refused(procs, tmp_path):
+    with pytest.raises(SaltInvocationError, match=r"cannot tell what .* runs.*give main="):
+        javaservice.pids(app_dir=str(tmp_path))
+
+
+# --------------------------------------------------------------------------- issue 8.4
+
+
+def test_a_reused_launcher_pid_does_not_block_the_next_start(tmp_path):
+    # A process that got the old launcher's pid (here: a new session leader started an hour
+    # after the recorded start) is not "the previous start still in progress".
+    sleeper = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        javaservice._write_state("svc", {
+            "offsets": {}, "launcher_pid": sleeper.pid, "started_at": time.time() - 3600,
+            "launcher_created": psutil.Process(sleeper.pid).create_time() - 3600,
+        })
+        ret = javaservice.start("svc", ["sh", "-c", "exit 0"], logs=[],
+                                catalina_base=str(tmp_path))
+        assert ret["launcher_pid"] != sleeper.pid
+        assert sleeper.poll() is None  # never touched
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_error_tails_come_only_from_the_service_log_dirs(jvm_up, tmp_path):
+    logs, secret = tmp_path / "logs", tmp_path / "etc" / "shadow"
+    logs.mkdir()
+    secret.parent.mkdir()
+    secret.write_text("root:SECRET-HASH\n")
+    app = logs / "app.log"
+    offsets = {**_seed(app, "booting\n"), str(secret): 0}
+    with pytest.raises(CommandExecutionError) as err:
+        javaservice.wait_ready("svc", logs=[str(app)], offsets=offsets, timeout=0.1,
+                               ready=[{"log": str(secret), "pattern": "never"}],
+                               catalina_base="/home/tomcat")
+    message = str(err.value)
+    assert "booting" in message
+    assert "SECRET" not in message and "outside the service's log directories" in message
+
+
+# --------------------------------------------------------------------------- issue 8.5
+
+
+def test_stop_says_what_happened_and_how_long_each_step_took(procs):
+    polite, stubborn = tomcat(30, "/home/tomcat"), tomcat(31, "/home/tomcat2")
+    stubborn.dies_on = {signal.SIGKILL}
+    procs.extend([polite, stubborn])
+    ret = javaservice.stop("ecsc", timeout=1, catalina_base="/home/tomcat")
+    assert re.fullmatch(r"SIGTERM, exited after \d+\.\d s", ret["summary"])
+    ret = javaservice.stop("ecmc", timeout=0.2, catalina_base="/home/tomcat2")
+    assert re.fullmatch(r"SIGTERM ignored for 0\.\d s, SIGKILL, gone after \d+\.\d s",
+                        ret["summary"])
+    assert ret["escalated"] is True and ret["kill_seconds"] >= 0
+    assert stubborn.signals == [signal.SIGTERM, signal.SIGKILL]
+
+
+# --------------------------------------------------------------------------- issue 9.2: settle
+
+
+def test_settle_catches_a_jvm_that_exits_right_after_ready(tmp_path):
+    log = tmp_path / "app.log"
+    offsets = _seed(log, "")
+    log.write_text("started\n")
+    seq = iter([([{"pid": 7}], None)] * 3 + [([], None)] * 100)
+    with patch.object(javaservice, "_find", side_effect=lambda ident: next(seq)):
+        with pytest.raises(CommandExecutionError, match=r"JVM \(pid\(s\) 7\) exited .*after it "
+                                                        r"became ready \(settle time 5s\)"):
+            javaservice.wait_ready("svc", offsets=offsets, ready=["started"], timeout=10,
+                                   interval=0.01, settle=5, catalina_base="/home/tomcat")
+
+
+def test_settle_catches_health_and_fatal_after_ready(jvm_up, tmp_path):
+    with patch.object(javaservice, "_http_status", side_effect=[(200, None), (200, None),
+                                                                (503, None)] + [(200, None)] * 99):
+        with pytest.raises(CommandExecutionError, match="stopped answering 200"):
+            javaservice.wait_ready("svc", offsets={}, url="http://127.0.0.1:1/", timeout=5,
+                                   interval=0.01, settle=5, catalina_base="/home/tomcat")
+    log = tmp_path / "app.log"
+    offsets = _seed(log, "")
+    log.write_text("started\n")
+    timer = threading.Timer(0.2, lambda: log.open("a").write("java.lang.OutOfMemoryError\n"))
+    timer.start()
+    with pytest.raises(CommandExecutionError, match="OutOfMemoryError' in .* during the settle"):
+        javaservice.wait_ready("svc", offsets=offsets, ready=["started"], timeout=5,
+                               interval=0.02, settle=5, catalina_base="/home/tomcat")
+    timer.join()
+    ret = javaservice.wait_ready("svc", offsets=_seed(log, ""), ready=[], timeout=5,
+                                 interval=0.02, settle=0.1, catalina_base="/home/tomcat")
+    assert ret["settled"] == 0.1 and ret["pids"] == [4242]
