@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import secrets
+import stat
 import shutil
 import tempfile
 import time
@@ -56,6 +57,8 @@ MANIFEST_FORMAT = 1
 _FREE_MARGIN_BYTES = 64 << 20
 _FREE_MARGIN_RATIO = 0.05
 _BLOCK = 4096
+# Mode of a backup's root dir once complete (owner root): see _seal.
+_SEALED_MODE = 0o700
 
 
 def __virtual__():
@@ -371,15 +374,70 @@ def create(path, tag, meta=None, test=False):
     path, parent, name = _split(path, tag)
     tag = _check_tag(tag, path)
     meta = _check_meta(meta, path, tag)
-    bdir = _backup_dir(parent, name, tag)
+    _check_source(path, tag)
+    return _hold(path, parent, name, tag, meta, test, started)
 
-    if os.path.lexists(bdir):
-        return _existing(path, tag, bdir, started, test)
 
+def _check_source(path, tag):
+    if os.path.islink(path):
+        raise _cee("program dir is a symlink; refusing to back it up (name the real directory)",
+                   path, tag)
     if not os.path.isdir(path):
         if os.path.lexists(path):
             raise _cee("source is not a directory", path, tag)
         raise _cee("source directory does not exist", path, tag)
+
+
+def _family(parent, name, tag):
+    """(tag, dir) of ``<name>_<tag>`` and ``<name>_<tag>.<n>`` that exist, in order."""
+    found, n = [], 0
+    while True:
+        cand = tag if n == 0 else f"{tag}.{n}"
+        bdir = _backup_dir(parent, name, cand)
+        if not os.path.lexists(bdir):
+            return found, cand
+        found.append((cand, bdir))
+        n += 1
+
+
+def _scan_live(path, tag):
+    try:
+        return _tree("scan")(path)
+    except OSError as exc:
+        raise _cee(f"cannot read live tree: {exc}", path, tag) from None
+
+
+def _hold(path, parent, name, tag, meta, test, started, live=None, skip=()):
+    """
+    Make sure a verified backup of tag ``tag`` (``<name>_<tag>`` or ``<name>_<tag>.<n>``)
+    holds the live tree ``path`` byte for byte: reuse one that does, else make a new one
+    under the next free name. An existing backup is never overwritten; one that does not
+    verify is an error. ``skip``: tags not to reuse (the tree a restore brings back).
+    """
+    family, free_tag = _family(parent, name, tag)
+    differs = []
+    for cand, bdir in family:
+        res, data = _existing(path, cand, bdir, started, test)
+        if cand in skip:
+            continue
+        if live is None:
+            live = _scan_live(path, tag)
+        if _tree("compare")(data, live, ignore=live["other"])["ok"]:
+            res["holds_live_tree"] = True
+            return res
+        differs.append(bdir)
+    res = _make(path, parent, name, free_tag, meta, test, started)
+    if differs:
+        res["reason"] = (f"the live tree differs from {', '.join(differs)}; "
+                         f"backed up to {res['path']}")
+    return res
+
+
+def _make(path, parent, name, tag, meta, test, started):
+    """
+    Copy ``path`` to the new backup ``<name>_<tag>`` (temp name, fsync, rename).
+    """
+    bdir = _backup_dir(parent, name, tag)
     try:
         tree = _tree('walk')(path)
     except OSError as exc:
@@ -394,6 +452,7 @@ def create(path, tag, meta=None, test=False):
     _check_space(parent, _space_needed(tree), path, tag)
     result = {
         "path": bdir,
+        "tag": tag,
         "created": True,
         "files": len(tree.files),
         "bytes": nbytes,
@@ -415,6 +474,7 @@ def create(path, tag, meta=None, test=False):
         lock = _lock_dir(tmp)
         listing = _tree('copy')(tree, tmp)
         manifest_data = _build_manifest(path, tag, meta, listing)
+        manifest_data["owner"] = [tree.root_stat.st_uid, tree.root_stat.st_gid]
         mpath = os.path.join(tmp, MANIFEST_NAME)
         with open(mpath, "x", encoding="utf-8") as handle:
             # Compact: the C encoder is several times faster than indent= (jq to read it).
@@ -422,14 +482,19 @@ def create(path, tag, meta=None, test=False):
             handle.write("\n")
         os.chmod(mpath, 0o444)
         _tree('finish_dir')(tmp, tree.root_stat, _tree('default_owner')())
+        _seal(tmp)
+        # The copy is on disk before it takes the backup's name (power loss: no half backup
+        # under a good name), and the rename is on disk before anyone relies on it.
+        _tree("sync_tree")(tmp)
         try:
             os.rename(tmp, bdir)
         except OSError as exc:
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and os.path.isdir(bdir):
                 # A concurrent run finished first: take its backup if it verifies.
                 _remove_tree(tmp)
-                return _existing(path, tag, bdir, started, test)
+                return _existing(path, tag, bdir, started, test)[0]
             raise
+        _tree("fsync_dir")(parent)
     except (CommandExecutionError, SaltInvocationError):
         _remove_tree(tmp)
         raise
@@ -453,9 +518,43 @@ def create(path, tag, meta=None, test=False):
     return result
 
 
+def _seal(bdir):
+    """
+    Make the backup root root-owned 0700 (when running as root): the service's user, who
+    owns the program dir and so most files of the copy, can then change nothing in it. The
+    root's own mode and owner are in the manifest (``dirs["."]``, ``owner``).
+    """
+    if os.geteuid() == 0:
+        os.chown(bdir, 0, 0)
+        os.chmod(bdir, _SEALED_MODE)
+
+
+def _sealed_view(listing, data, root_stat):
+    """
+    A listing of a backup dir as the manifest describes it: a sealed root (root-owned 0700,
+    see _seal) stands for the program dir's root mode recorded in the manifest.
+    """
+    if (
+        "owner" in data
+        and root_stat.st_uid == 0
+        and stat.S_IMODE(root_stat.st_mode) == _SEALED_MODE
+        and "." in (data.get("dirs") or {})
+    ):
+        listing["dirs"]["."] = data["dirs"]["."]
+    return listing
+
+
+def _unseal(root, data, root_stat):
+    """A copy of a sealed backup gets the program dir's own root mode and owner back."""
+    if _sealed_view({"dirs": {}}, data, root_stat)["dirs"]:
+        if os.geteuid() == 0:
+            os.chown(root, *data["owner"])
+        os.chmod(root, int(data["dirs"]["."], 8))
+
+
 def _existing(path, tag, bdir, started, test):
     """
-    ``create`` on an existing ``<path>_<tag>``: keep it if it verifies, else refuse.
+    An existing ``<path>_<tag>``: (create's result, manifest) if it verifies, else refuse.
     """
     if os.path.islink(bdir) or not os.path.isdir(bdir):
         raise _cee(f"{bdir} exists and is not a backup directory; not touching it", path, tag)
@@ -478,6 +577,7 @@ def _existing(path, tag, bdir, started, test):
     files, nbytes = _manifest_totals(data)
     result = {
         "path": bdir,
+        "tag": tag,
         "created": False,
         "files": files,
         "bytes": nbytes,
@@ -486,7 +586,7 @@ def _existing(path, tag, bdir, started, test):
     }
     if test:
         result["test"] = True
-    return result
+    return result, data
 
 
 def manifest(path, tag):
@@ -589,10 +689,10 @@ def verify(path, tag):
         listing = _tree('scan')(bdir, skip_root_names=(MANIFEST_NAME,))
     except OSError as exc:
         raise _cee(f"cannot read backup {bdir}: {exc}", path, tag) from None
-    return _tree('compare')(data, listing)
+    return _tree('compare')(data, _sealed_view(listing, data, os.stat(bdir)))
 
 
-def restore(path, tag, test=False):
+def restore(path, tag, test=False, meta=None):
     """
     Restore ``path`` from the backup ``<path>_<tag>``, byte-identical to its manifest
     (content, modes, symlinks; mtimes kept).
@@ -604,6 +704,10 @@ def restore(path, tag, test=False):
     ``path``, and the aside tree removed. If ``path`` already equals the backup nothing is
     changed (``changed: False``).
 
+    The live tree is never dropped unless a verified backup holds it: before the swap a
+    backup of the same family (``<path>_<tag>.<n>``) that equals it is reused, or a new one
+    is made (``held_by`` in the result).
+
     path
         Absolute path of the program directory to restore.
 
@@ -612,10 +716,13 @@ def restore(path, tag, test=False):
 
     test
         ``True``: verify the backup and compare it with ``path``, report what would be
-        replaced (``diff``), change nothing.
+        replaced (``diff``) and which backup would hold it (``held_by``), change nothing.
 
-    Returns ``{"path", "tag", "files", "meta", "seconds", "changed", "from"}`` (plus
-    ``"diff"`` when ``path`` differs, ``"test": True`` in test mode).
+    meta
+        ``meta`` of a backup made of the live tree before it is replaced.
+
+    Returns ``{"path", "tag", "files", "meta", "seconds", "changed", "from", "held_by"}``
+    (plus ``"diff"`` when ``path`` differs, ``"test": True`` in test mode).
 
     CLI Example:
 
@@ -634,12 +741,16 @@ def restore(path, tag, test=False):
         "seconds": 0.0,
         "changed": False,
         "from": bdir,
+        "held_by": None,
     }
+    meta = _check_meta(meta, path, tag)
+    live = None
     if os.path.islink(path):
         raise _cee("live path is a symlink; refusing to replace it", path, tag)
     if os.path.isdir(path):
         try:
-            diff = _tree('compare')(data, _tree('scan')(path))
+            live = _tree('scan')(path)
+            diff = _tree('compare')(data, live)
         except OSError as exc:
             raise _cee(f"cannot read live tree: {exc}", path, tag) from None
         if diff["ok"]:
@@ -663,6 +774,9 @@ def restore(path, tag, test=False):
                 tag,
             )
         _check_space(parent, needed, path, tag)
+        if live is not None:
+            result["held_by"] = _hold(path, parent, name, tag, meta, True, started, live=live,
+                                      skip=(tag,))["path"]
         result["test"] = True
         result["seconds"] = round(time.monotonic() - started, 3)
         return result
@@ -681,8 +795,7 @@ def restore(path, tag, test=False):
     try:
         lock = _lock_dir(staging)
         tree = _tree('walk')(bdir, skip_root_names=(MANIFEST_NAME,))
-        listing = _tree('copy')(tree, staging)
-        listing["other"] = list(tree.other)
+        listing = _sealed_view(_tree('copy')(tree, staging), data, tree.root_stat)
         check = _tree('compare')(data, listing)
         if not check["ok"]:
             raise _cee(
@@ -692,6 +805,12 @@ def restore(path, tag, test=False):
                 tag,
             )
         _tree('finish_dir')(staging, tree.root_stat, _tree('default_owner')())
+        _unseal(staging, data, tree.root_stat)
+        if live is not None:
+            # Nothing is dropped that no backup holds: the tree about to be replaced.
+            result["held_by"] = _hold(path, parent, name, tag, meta, False, started, live=live,
+                                      skip=(tag,))["path"]
+        _tree("sync_tree")(staging)
         _swap(staging, path, parent, name)
     except (CommandExecutionError, SaltInvocationError):
         _remove_tree(staging)
@@ -726,8 +845,9 @@ def _swap(staging, path, parent, name):
 def prune(path, keep=3, protect=None, test=False):
     """
     Delete the oldest backups of ``path`` beyond the ``keep`` newest. The newest backup and
-    any tag in ``protect`` are never deleted. A backup is renamed to a temp name before it
-    is removed, so a half-deleted backup never keeps its name.
+    any tag in ``protect`` (with its ``<tag>.<n>`` family) are never deleted. A backup is
+    renamed to a temp name before it is removed, so a half-deleted backup never keeps its
+    name.
 
     path
         Absolute path of the program directory.
@@ -788,13 +908,19 @@ def prune(path, keep=3, protect=None, test=False):
 def _select_prune(tags_newest_first, keep, protect):
     """
     Split tags (newest first) into (delete, kept): keep the ``keep`` newest, never the
-    newest one, never a protected tag.
+    newest one, never a protected tag nor the rest of its family (``<tag>.<n>``: trees a
+    swap or restore under that tag replaced, each held nowhere else).
     """
     keep = max(1, int(keep))
     protect = set(protect or ())
+
+    def _protected(tag):
+        base, _, suffix = tag.rpartition(".")
+        return tag in protect or (suffix.isdigit() and base in protect)
+
     delete, kept = [], []
     for index, tag in enumerate(tags_newest_first):
-        if index < keep or tag in protect:
+        if index < keep or _protected(tag):
             kept.append(tag)
         else:
             delete.append(tag)

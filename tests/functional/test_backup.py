@@ -4,8 +4,11 @@ import hashlib
 import json
 import fcntl
 import os
+import pathlib
 import shutil
 import stat
+import subprocess
+import tempfile
 
 import pytest
 
@@ -81,7 +84,11 @@ def test_create_copies_tree_with_manifest(modules, ecsc, home):
     assert res["files"] == 5 and res["bytes"] > 0 and "seconds" in res
     copied = snapshot(bdir, with_mtime=True)
     assert copied.pop(MANIFEST)[0] == "file"
-    assert copied == snapshot(ecsc, with_mtime=True)
+    source = snapshot(ecsc, with_mtime=True)
+    # Issue 8.3: the backup's root is sealed (root, 0700); its own mode is in the manifest.
+    assert copied.pop(".")[1] == 0o700 and os.stat(bdir).st_uid == 0
+    assert modules.backup.manifest(str(ecsc), "20170220")["dirs"]["."] == f"{source.pop('.')[1]:04o}"
+    assert copied == source
     assert os.path.islink(bdir / "current.jar") and os.path.islink(bdir / "dangling")
     assert (bdir / "work" / "cache").is_dir()
     assert modules.backup.manifest(str(ecsc), "20170220")["meta"] == {"release": "v1"}
@@ -103,12 +110,17 @@ def test_same_day_backup_twice_does_not_nest_or_overwrite(modules, ecsc, home):
     # The upgrade changed the live tree in between (the runbook's failure case).
     (ecsc / "lib" / "ecsc.jar").write_bytes(b"jar v2")
     second = modules.backup.create(str(ecsc), "20170220", meta={"release": "v2"})
-    assert second["created"] is False
-    assert second["path"] == first["path"]
     assert not (bdir / "ecsc").exists()
     assert snapshot(bdir, with_mtime=True) == before
     assert modules.backup.manifest(str(ecsc), "20170220")["meta"] == {"release": "v1"}
-    assert sorted(p.name for p in home.iterdir()) == ["ecsc", "ecsc_20170220"]
+    # Issue 8.3: the changed live tree is held by a new backup under a distinct name.
+    assert second["created"] is True and second["path"] == str(home / "ecsc_20170220.1")
+    assert modules.backup.verify(str(ecsc), "20170220.1")["ok"] is True
+    assert (home / "ecsc_20170220.1" / "lib" / "ecsc.jar").read_bytes() == b"jar v2"
+    assert sorted(p.name for p in home.iterdir()) == ["ecsc", "ecsc_20170220", "ecsc_20170220.1"]
+    # Once held, the same tree is not copied again.
+    third = modules.backup.create(str(ecsc), "20170220")
+    assert third["created"] is False and third["path"] == second["path"]
 
 
 def test_existing_dir_without_manifest_is_refused(modules, ecsc, home):
@@ -187,14 +199,21 @@ def test_restore_is_byte_identical(modules, ecsc, home):
     modules.backup.create(str(ecsc), "20170220", meta={"release": "v1"})
     _mess_up(ecsc)
     assert snapshot(ecsc, with_mtime=True) != original
+    messed_up = snapshot(ecsc)
     res = modules.backup.restore(str(ecsc), "20170220")
     assert res["changed"] is True
     assert res["path"] == str(ecsc) and res["tag"] == "20170220"
     assert res["files"] == 5 and res["meta"] == {"release": "v1"}
     assert snapshot(ecsc, with_mtime=True) == original
     assert not (ecsc / MANIFEST).exists()
-    # Staging and the set-aside tree are gone; the backup is intact.
-    assert sorted(p.name for p in home.iterdir()) == ["ecsc", "ecsc_20170220"]
+    # Staging and the set-aside tree are gone; the backup is intact; the replaced tree is
+    # held by a new verified backup (issue 8.3).
+    assert sorted(p.name for p in home.iterdir()) == ["ecsc", "ecsc_20170220", "ecsc_20170220.1"]
+    assert res["held_by"] == str(home / "ecsc_20170220.1")
+    assert modules.backup.verify(str(ecsc), "20170220.1")["ok"] is True
+    held = snapshot(home / "ecsc_20170220.1")
+    held.pop(MANIFEST), held.pop("."), messed_up.pop(".")
+    assert held == messed_up
     assert modules.backup.verify(str(ecsc), "20170220")["ok"] is True
     # Every file's sha256 matches the manifest.
     data = modules.backup.manifest(str(ecsc), "20170220")
@@ -405,3 +424,85 @@ def test_special_files_are_skipped_and_reported(modules, ecsc, home):
     assert res["skipped"] == ["work/control.fifo"]
     assert not os.path.lexists(home / "ecsc_20170220" / "work" / "control.fifo")
     assert modules.backup.verify(str(ecsc), "20170220")["ok"] is True
+
+
+# ------------------------------------------------------------------ issue 8.3: no tree lost
+
+SERVICE_UID = 65534  # nobody: stands for the service's user, owner of the program dir
+
+
+def test_create_refuses_a_symlinked_program_dir(modules, ecsc, home):
+    os.symlink("ecsc", home / "ecsc-link")
+    with pytest.raises(Exception, match="symlink") as exc:
+        modules.backup.create(str(home / "ecsc-link"), "20170220")
+    assert str(home / "ecsc-link") in str(exc.value)
+    assert sorted(p.name for p in home.iterdir()) == ["ecsc", "ecsc-link"]
+
+
+@pytest.fixture
+def open_home():
+    """A home dir every user can reach (pytest's tmp_path is private to root)."""
+    base = tempfile.mkdtemp(prefix="backup-test-")
+    os.chmod(base, 0o755)
+    try:
+        yield make_program_dir(pathlib.Path(base) / "home" / "ecsc").parent
+    finally:
+        shutil.rmtree(base)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="ownership needs root")
+def test_backup_is_not_writable_by_the_service_user(modules, open_home):
+    home = open_home
+    ecsc = home / "ecsc"
+    os.chmod(home, 0o755)
+    for dirpath, dirnames, filenames in os.walk(ecsc):
+        for entry in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+            os.lchown(entry, SERVICE_UID, SERVICE_UID)
+    modules.backup.create(str(ecsc), "20170220")
+    bdir = home / "ecsc_20170220"
+
+    def as_service_user(*argv):
+        return subprocess.run(
+            ["setpriv", f"--reuid={SERVICE_UID}", f"--regid={SERVICE_UID}", "--clear-groups",
+             *argv], capture_output=True, check=False,
+        ).returncode
+
+    assert as_service_user("touch", str(ecsc / "lib" / "probe")) == 0  # it owns the live tree
+    assert as_service_user("touch", str(bdir / "lib" / "ecsc.jar")) != 0
+    assert as_service_user("touch", str(bdir / "new")) != 0
+    assert as_service_user("rm", "-f", str(bdir / MANIFEST)) != 0
+    assert os.stat(bdir / MANIFEST).st_uid == 0
+    assert modules.backup.verify(str(ecsc), "20170220")["ok"] is True
+    # The restored tree gets the service user's ownership back, root dir included.
+    (ecsc / "lib" / "probe").unlink()
+    (ecsc / "lib" / "ecsc.jar").write_bytes(b"hot fix")
+    modules.backup.restore(str(ecsc), "20170220")
+    assert os.stat(ecsc).st_uid == SERVICE_UID
+    assert os.stat(ecsc / "lib" / "ecsc.jar").st_uid == SERVICE_UID
+
+
+def test_file_added_after_the_upgrade_survives_a_rollback_in_a_backup(modules, ecsc, home):
+    """The runbook's rollback over a hot-fixed tree: the hot fix is kept in a backup."""
+    modules.backup.create(str(ecsc), "v2")
+    (ecsc / "lib" / "hotfix.jar").write_bytes(b"host-local hot fix")
+    plan = modules.backup.restore(str(ecsc), "v2", test=True)
+    assert plan["held_by"] == str(home / "ecsc_v2.1")
+    assert not (home / "ecsc_v2.1").exists()
+    res = modules.backup.restore(str(ecsc), "v2")
+    assert not (ecsc / "lib" / "hotfix.jar").exists()
+    assert res["held_by"] == str(home / "ecsc_v2.1")
+    assert (home / "ecsc_v2.1" / "lib" / "hotfix.jar").read_bytes() == b"host-local hot fix"
+    assert modules.backup.verify(str(ecsc), "v2.1")["ok"] is True
+    # Restoring again changes nothing and makes no further copy.
+    assert modules.backup.restore(str(ecsc), "v2")["changed"] is False
+    assert sorted(p.name for p in home.iterdir()) == ["ecsc", "ecsc_v2", "ecsc_v2.1"]
+
+
+def test_prune_keeps_the_trees_of_a_protected_tag(modules, ecsc, home):
+    _backups(modules, ecsc, ["t1"])
+    (ecsc / "lib" / "hotfix.jar").write_bytes(b"x")
+    assert modules.backup.create(str(ecsc), "t1")["path"] == str(home / "ecsc_t1.1")
+    _backups(modules, ecsc, ["t2", "t3"])
+    res = modules.backup.prune(str(ecsc), keep=1, protect=["t1"])
+    assert sorted(res["deleted"]) == ["t2"]
+    assert sorted(res["kept"]) == ["t1", "t1.1", "t3"]

@@ -221,3 +221,8 @@ def test_enough_space_in_test_mode_writes_nothing(tmp_path):
     res = backup.create(str(src), "20170220", test=True)
     assert res["created"] is True and res["test"] is True and res["files"] == 3
     assert _listing(tmp_path) == before
+
+
+def test_prune_selection_keeps_the_family_of_a_protected_tag():
+    tags = ["v3", "v2.1", "v2", "v1.1", "v1"]
+    assert backup._select_prune(tags, 1, ["v2"]) == (["v1.1", "v1"], ["v3", "v2.1", "v2"])
