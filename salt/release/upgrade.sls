@@ -55,6 +55,8 @@ def run():
     states["swapped"] = {"release.deployed": [
         {"name": target}, {"release": rel}, {"source": host["source"]},
         {"sha256": host["sha256"]}, {"keep": host["keep"]},
+        # The tree being replaced must be held by a verified backup (reused or made now).
+        {"backup": rel},
         {"onchanges": [staged]}, {"require": [{"javaservice": "stopped"}]},
     ]}
     states["event-swapped"] = event("swapped", onchanges=[swapped])
