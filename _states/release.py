@@ -25,6 +25,7 @@ reports no changes, which is what lets the upgrade skip stop/start on a second r
 
 import logging
 import os
+import shlex
 import shutil
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -148,7 +149,26 @@ def staged(name, source, sha256, release, keep=None):
     return ret
 
 
-def deployed(name, release, source=None, sha256=None, keep=None):
+def _hold_live_tree(name, backup):
+    """
+    Before a swap replaces the live tree: a verified backup of tag ``backup`` must hold it
+    byte for byte (``backup.create`` reuses one that does or makes ``<name>_<backup>.<n>``).
+    Returns (backup.create's result or None when there is no live tree, comment text).
+    """
+    if backup is None or not os.path.isdir(name):
+        return None, ""
+    backup = _norm_release(backup)
+    held = __salt__["backup.create"](
+        name, backup, meta={"record": __salt__["release.recorded"](name)},
+        test=bool(__opts__["test"]),
+    )
+    rollback = os.path.normpath(name) + f"_{backup}"
+    verb = "would be held" if __opts__["test"] and held["created"] else "is held"
+    return held, (f"; the replaced tree {verb} by {held['path']}; a rollback (tag {backup}) "
+                  f"restores {rollback}")
+
+
+def deployed(name, release, source=None, sha256=None, keep=None, backup=None):
     """
     Ensure the program directory ``name`` runs ``release``: nothing to do when it already
     does and is intact; else swap in the staging of that release when there is one, else
@@ -169,9 +189,16 @@ def deployed(name, release, source=None, sha256=None, keep=None):
 
     keep
         Globs of host-local files to carry over, relative to ``name``.
+
+    backup
+        Backup tag (the upgrade passes the release id): right before the swap, the live
+        tree must be byte-identical to a verified backup of that tag, reused or made now as
+        ``<name>_<backup>.<n>`` (never a tree held nowhere is dropped). The comment says
+        which backup holds the replaced tree and which one a rollback restores.
     """
     ret = {"name": name, "changes": {}, "result": False, "comment": ""}
     release = _norm_release(release)
+    held_text = ""
     try:
         current, same = _on_release(name, release, sha256)
         if same:
@@ -182,11 +209,12 @@ def deployed(name, release, source=None, sha256=None, keep=None):
         old_text = f"now on {old}" if old else "no recorded release"
         info, usable = _usable_staging(name, release, sha256)
         if usable:
+            _, held_text = _hold_live_tree(name, backup)
             if __opts__["test"]:
                 ret["result"] = None
                 ret["comment"] = (
                     f"would swap {info['staging']} ({release}, {info['files']} files) into "
-                    f"{name} ({old_text})"
+                    f"{name} ({old_text}){held_text}"
                 )
                 ret["changes"] = {"deployed": {"old": old, "new": release}}
                 return ret
@@ -204,21 +232,29 @@ def deployed(name, release, source=None, sha256=None, keep=None):
             cached = _fetch(source)
             if __opts__["test"]:
                 summary = __salt__["release.verify"](cached, sha256, target=name)
+                _, held_text = _hold_live_tree(name, backup)
                 ret["result"] = None
                 ret["comment"] = (
                     f"would verify and stage {source} ({summary['members']} members) into "
-                    f"{info['staging']}, then swap it into {name} ({old_text})"
+                    f"{info['staging']}, then swap it into {name} ({old_text}){held_text}"
                 )
                 ret["changes"] = {"deployed": {"old": old, "new": release}}
                 return ret
-            res = __salt__["release.unpack"](cached, name, sha256, release, keep=keep)
+            # Stage first (verify, extract; the live tree untouched), then hold the live tree
+            # in a backup, then swap.
+            staged_res = __salt__["release.stage"](cached, name, sha256, release, keep=keep)
+            _, held_text = _hold_live_tree(name, backup)
+            res = __salt__["release.swap"](name, staged_res["release"], sha256=sha256, keep=keep)
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret["comment"] = str(exc)
         return ret
     ret["result"] = True
     ret["changes"] = {"deployed": {"old": old, "new": release, "files": res["files"]}}
     kept = f", kept {', '.join(res['kept'])}" if res["kept"] else ""
-    ret["comment"] = f"{name} is now on {release} (was {old or 'unrecorded'}; {res['files']} files{kept})"
+    ret["comment"] = (
+        f"{name} is now on {release} (was {old or 'unrecorded'}; {res['files']} files{kept})"
+        f"{held_text}"
+    )
     return ret
 
 
@@ -268,6 +304,12 @@ def verified(name, source, sha256, margin=1.1):
     return ret
 
 
+def _held_text(res, verb="is held"):
+    if not res.get("held_by"):
+        return ""
+    return f"; the tree it replaced {verb} by {res['held_by']}"
+
+
 def restored(name, tag):
     """
     Put the program directory ``name`` back to its dated backup ``<name>_<tag>``,
@@ -290,12 +332,17 @@ def restored(name, tag):
             if res.get("changed"):
                 ret["result"] = None
                 ret["changes"] = {"restored": {"from": res["from"], "files": res["files"]}}
-                ret["comment"] = f"would restore {name} from {res['from']}: {res.get('diff')}"
+                ret["comment"] = (
+                    f"would restore {name} from {res['from']}: {res.get('diff')}"
+                    + _held_text(res, "would be held")
+                )
             else:
                 ret["result"] = True
                 ret["comment"] = f"{name} already equals {res['from']}"
             return ret
-        res = __salt__["backup.restore"](name, tag)
+        # The live tree's record goes with the backup that holds it (if one is made).
+        before = __salt__["release.recorded"](name)
+        res = __salt__["backup.restore"](name, tag, meta={"record": before})
         record = (res.get("meta") or {}).get("record")
         current = __salt__["release.recorded"](name)
         if record != current:
@@ -307,12 +354,28 @@ def restored(name, tag):
     release = (record or {}).get("release") or "a release deployed by hand"
     if res.get("changed") or record != current:
         ret["changes"] = {"restored": {"from": res["from"], "files": res["files"],
-                                       "release": release}}
-        ret["comment"] = f"{name} restored from {res['from']} ({release})"
+                                       "release": release, "replaced_tree_in": res.get("held_by")}}
+        ret["comment"] = f"{name} restored from {res['from']} ({release})" + _held_text(res)
     else:
         ret["comment"] = f"{name} already equals {res['from']} ({release})"
     return ret
 
+
+
+def _down_text(host, name, tag):
+    """
+    The first line of a rollback whose restore worked but whose start did not: the host is
+    down, what is in place, and the one command that starts it (the same start command and
+    cwd from inventory.host that the upgrade used).
+    """
+    record = __salt__["release.recorded"](name) or {}
+    release = record.get("release") or "a release deployed by hand"
+    command = f"cd {shlex.quote(host['start_cwd'])} && {shlex.join(host['start'])}"
+    return (
+        f"HOST {host['id']} IS DOWN: the rollback restored {name} ({release}, from backup "
+        f"{os.path.normpath(name)}_{tag}) but {host['service']} did not start and become "
+        f"ready. Start it with: {command}"
+    )
 
 
 def rolled_back(name, tag):
@@ -369,6 +432,8 @@ def rolled_back(name, tag):
         if res["changes"]:
             ret["changes"][step] = res["changes"]
         if res["result"] is False:
+            if step == "ready":
+                comments.insert(0, _down_text(host, name, tag))
             ret["comment"] = "\n".join(comments)
             return ret
     ret["result"] = None if __opts__["test"] and ret["changes"] else True
