@@ -623,3 +623,38 @@ def test_state_source_failures(states, tmp_path, by_hand, v2):
     ret = states.release.deployed(name=str(by_hand), release="2")
     assert ret.result is False and "no source" in ret.comment
     assert snapshot(tmp_path) == before
+
+
+# --------------------------------------------------------------------------- issue 8.3
+
+
+@pytest.mark.parametrize("staged_first", [False, True])
+def test_swap_never_drops_a_tree_that_no_backup_holds(
+    states, modules, home, live, v2, staged_first
+):
+    """
+    A backup of tag 2 exists from an earlier run, then the live tree was hot-patched: the
+    swap keeps the patched tree in a new backup (<dir>_2.1) and says so.
+    """
+    archive, digest = v2
+    assert modules.backup.create(str(live), "2")["created"] is True
+    (live / "app.jar").write_text("hot-patched\n")
+    if staged_first:
+        assert states.release.staged(
+            name=str(live), source=archive, sha256=digest, release="2"
+        ).result is True
+    plan = states.release.deployed(
+        name=str(live), release="2", source=archive, sha256=digest, backup="2", test=True
+    )
+    assert plan.result is None and f"would be held by {home}/svc_2.1" in plan.comment
+    assert not (home / "svc_2.1").exists()
+    ret = states.release.deployed(
+        name=str(live), release="2", source=archive, sha256=digest, backup="2"
+    )
+    assert ret.result is True, ret.comment
+    assert f"the replaced tree is held by {home}/svc_2.1" in ret.comment
+    assert f"a rollback (tag 2) restores {home}/svc_2" in ret.comment
+    assert (home / "svc_2.1" / "app.jar").read_text() == "hot-patched\n"
+    assert modules.backup.verify(str(live), "2.1")["ok"] is True
+    assert modules.backup.manifest(str(live), "2.1")["meta"] == {"record": None}
+    assert modules.release.deployed(str(live))["release"] == "2"
