@@ -6,7 +6,7 @@ PY    := .venv/bin/python
 LAB   := $(PY) -m lab.labctl
 
 .PHONY: deps venv system lab-up lab-down lab-status lab-reset demo test test-fast \
-        test-unit test-functional test-integration bench clean
+        test-unit test-functional test-integration faults bench clean
 
 deps: system venv
 
@@ -51,6 +51,12 @@ test-integration: deps
 
 test: deps
 	@$(PY) -m pytest tests -q
+
+# The fault suite of issue 9 alone (it is part of the integration tier too), then its table:
+# fault, expected, observed, nothing lost, both-down instants, seconds.
+faults: deps
+	@$(PY) -m pytest tests/integration/test_faults.py -q; status=$$?; \
+	  $(PY) -m lab.faults table; exit $$status
 
 # Speed and memory targets (figures, not tests): backup vs cp -a; lab-up from nothing, lab
 # memory, upgrade and compliance wall time (rebuilds the lab).
