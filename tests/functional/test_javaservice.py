@@ -7,11 +7,15 @@ Every process a test starts is killed by pid when the test ends (see ``leftovers
 
 import os
 import pathlib
+import pwd
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+import urllib.request
 
 import psutil
 import pytest
@@ -85,7 +89,8 @@ def logged_pid(log):
 def classes(tmp_path_factory):
     out = tmp_path_factory.mktemp("fakeservice-classes")
     subprocess.run(
-        ["javac", "-nowarn", "-d", str(out), str(SUPPORT / "FakeService.java")],
+        ["javac", "-nowarn", "-d", str(out), str(SUPPORT / "FakeService.java"),
+         str(SUPPORT / "SomeTool.java")],
         check=True,
         capture_output=True,
     )
@@ -480,3 +485,128 @@ def test_real_tomcat(states, modules, tomcats):
 
     ret = states.javaservice.dead(name="ecsc", catalina_base=str(base))
     assert ret.result is True and ret.changes == {}
+
+
+# --------------------------------------------------------------------------- issue 8 (safety)
+
+
+def test_look_alikes_are_strangers_never_signalled(modules, states, home, classes, leftovers,
+                                                   tmp_path):
+    """8.2: a real JVM running another main class with the service's classes on its class path,
+    and a program called java that is no JVM, both in/naming the program dir: never the
+    service, reported as strangers, alive after the stop."""
+    app = home / "schedule"
+    spawn = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tool = subprocess.Popen(["java", *JAVA_OPTS.split(), "-cp", f"{classes}:{app / 'lib'}",
+                             "SomeTool"], cwd=home, **spawn)
+    fake_bin = tmp_path / "notajdk" / "bin"
+    fake_bin.mkdir(parents=True)
+    shutil.copy("/bin/sh", fake_bin / "java")
+    fake = subprocess.Popen([str(fake_bin / "java"), "-c", "sleep 120; true", "-cp", "lib",
+                             "FakeService"], cwd=app, **spawn)
+    leftovers.extend([tool, fake])
+    wait_for(lambda: psutil.Process(tool.pid).name() == "java", "the decoy JVM")
+    _, log = start_schedule(modules, home)
+    pid = logged_pid(log)
+
+    status = modules.javaservice.status("schedule", app_dir=str(app))
+    assert status["pids"] == [pid]
+    why = {s["pid"]: s["why"] for s in status["strangers"]}
+    assert why[tool.pid] == "runs SomeTool, not FakeService"
+    assert why[fake.pid].endswith(f"{fake_bin / 'java'} is not a JVM")
+
+    ret = states.javaservice.dead(name="schedule", app_dir=str(app), timeout=20)
+    assert ret.result is True and ret.changes["stopped"]["pids"] == [pid]
+    assert "; left alone (not the service): " in ret.comment
+    assert f"pid {tool.pid} (root: runs SomeTool" in ret.comment
+    assert f"pid {fake.pid} (root: " in ret.comment
+    assert not alive(pid) and alive(tool.pid) and alive(fake.pid)
+
+
+def test_output_is_never_written_through_a_planted_symlink(modules, home, tmp_path):
+    """8.4: the service user replaces nohup.out with a symlink to a root-owned file."""
+    target = tmp_path / "root-owned.conf"
+    target.write_text("precious\n")
+    out = home / "schedule" / "nohup.out"
+    out.symlink_to(target)
+    with pytest.raises(CommandExecutionError, match="nohup.out is a symlink: refused"):
+        modules.javaservice.start("schedule", ["sh", "-c", "echo overwritten"], logs=[],
+                                  output=str(out), app_dir=str(home / "schedule"))
+    time.sleep(0.5)
+    assert target.read_text() == "precious\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runas needs root")
+def test_output_is_opened_as_the_runas_user(modules, tmp_path):
+    """8.4: the output file is opened after dropping to runas (so it is that user's file and
+    the kernel's permission checks are that user's)."""
+    work = pathlib.Path(tempfile.mkdtemp(prefix="javaservice-runas-", dir="/tmp"))
+    try:
+        work.chmod(0o777)
+        (work / "startup.sh").write_text("#!/bin/sh\njava -cp lib Main\n")
+        out = work / "nohup.out"
+        modules.javaservice.start("runas", ["sh", "-c", "id -un"], logs=[], output=str(out),
+                                  runas="nobody", app_dir=str(work))
+        wait_for(lambda: out.exists() and out.read_text(), "the command's output")
+        assert out.read_text() == "nobody\n"
+        assert out.stat().st_uid == pwd.getpwnam("nobody").pw_uid
+    finally:
+        shutil.rmtree(work)
+
+
+# --------------------------------------------------------------------------- issue 9 (faults)
+
+
+def test_a_jvm_ignoring_term_is_killed_and_the_comment_says_so(states, home):
+    """9.1: SIGTERM ignored -> SIGKILL within the timeout; the comment says which and how long."""
+    app = str(home / "schedule")
+    log = home / "schedulelog" / "schedule.log"
+    ret = states.javaservice.running(
+        name="schedule", app_dir=app, start=["sh", "startup.sh", f"log={log}", "ignoreTerm=true",
+                                             "ready=Scheduler started"],
+        logs=[str(log)], ready=["Scheduler started"], timeout=30, settle=0,
+    )
+    assert ret.result is True, ret.comment
+    pid = ret.changes["started"]["pids"][0]
+    ret = states.javaservice.dead(name="schedule", app_dir=app, timeout=1)
+    assert ret.result is True and ret.changes["stopped"]["outcome"] == "killed"
+    assert re.search(r": SIGTERM ignored for 1\.\d s, SIGKILL, gone after \d+\.\d s$",
+                     ret.comment), ret.comment
+    assert not alive(pid) and "FakeService ignoring SIGTERM" in log.read_text()
+
+
+def test_settle_catches_a_jvm_that_exits_right_after_ready(modules, home):
+    """9.2: ready (marker + HTTP 200), then the JVM exits a second later: the gate fails."""
+    port = free_port(FAKE_ADDR)
+    _, log = start_schedule(modules, home, "ready=Scheduler started", f"http={FAKE_ADDR}:{port}",
+                            "exitAfter=1000")
+    with pytest.raises(CommandExecutionError) as err:
+        modules.javaservice.wait_ready("schedule", ready=["Scheduler started"],
+                                       url=f"http://{FAKE_ADDR}:{port}/health", timeout=30,
+                                       settle=6, app_dir=str(home / "schedule"))
+    message = str(err.value)
+    # whichever it sees first: the HTTP server closing or the process gone
+    assert re.search(r"after (it|the service) became ready \(settle time 6s\)", message)
+    assert "FakeService exiting" in message  # the log's tail
+
+
+def test_health_200_with_a_fatal_line_is_not_ready(modules, home):
+    """9.12: the health URL answers 200, but the app log shows a fatal pattern: not ready -
+    before the ready marker, and after it (within the settle time)."""
+    port = free_port(FAKE_ADDR)
+    url = f"http://{FAKE_ADDR}:{port}/health"
+    for when in ([], ["fatalAfter=500"]):
+        _, log = start_schedule(modules, home, "delay=300", f"http={FAKE_ADDR}:{port}",
+                                "fatal=java.lang.OutOfMemoryError: Java heap space",
+                                "ready=Scheduler started", *when)
+        with pytest.raises(CommandExecutionError, match="fatal pattern 'java.*OutOfMemoryError") \
+                as err:
+            modules.javaservice.wait_ready("schedule", ready=["Scheduler started"], url=url,
+                                           timeout=30, app_dir=str(home / "schedule"))
+        assert ("during the settle time" in str(err.value)) is bool(when)
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            assert resp.status == 200  # healthy by HTTP, and still not ready
+        pid = logged_pid(log)
+        assert alive(pid)
+        modules.javaservice.stop("schedule", timeout=20, app_dir=str(home / "schedule"))
+        log.unlink()

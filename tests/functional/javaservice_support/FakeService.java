@@ -4,7 +4,8 @@
 //   log=<path>        append log lines there (and to stdout)
 //   delay=<ms>        wait before the fatal/ready lines and before serving HTTP
 //   http=<addr:port>  answer 200 "ok" on every path (after the delay)
-//   fatal=<text>      log this line after the delay
+//   fatal=<text>      log this line after the delay (HTTP already up)
+//   fatalAfter=<ms>   log the fatal line that long after the ready point instead
 //   ready=<text>      log this line after the delay (after HTTP is up)
 //   ignoreTerm=true   ignore SIGTERM (only SIGKILL stops it)
 //   exitAfter=<ms>    exit with status 3 that long after the ready point
@@ -50,9 +51,6 @@ public class FakeService {
         log("FakeService starting pid " + ProcessHandle.current().pid());
 
         Thread.sleep(Long.parseLong(opt.getOrDefault("delay", "0")));
-        if (opt.containsKey("fatal")) {
-            log(opt.get("fatal"));
-        }
         if (opt.containsKey("http")) {
             String http = opt.get("http");
             int colon = http.lastIndexOf(':');
@@ -67,8 +65,15 @@ public class FakeService {
             });
             server.start();
         }
+        if (opt.containsKey("fatal") && !opt.containsKey("fatalAfter")) {
+            log(opt.get("fatal"));
+        }
         if (opt.containsKey("ready")) {
             log(opt.get("ready"));
+        }
+        if (opt.containsKey("fatalAfter")) {
+            Thread.sleep(Long.parseLong(opt.get("fatalAfter")));
+            log(opt.get("fatal"));
         }
         if (opt.containsKey("exitAfter")) {
             Thread.sleep(Long.parseLong(opt.get("exitAfter")));
