@@ -7,10 +7,15 @@ import os
 import pathlib
 import shutil
 import stat
+import signal
 import subprocess
 import tempfile
+import time
+import unittest.mock
 
 import pytest
+
+from tests.functional import small_fs as fs
 
 MANIFEST = ".backup-manifest.json"
 
@@ -506,3 +511,91 @@ def test_prune_keeps_the_trees_of_a_protected_tag(modules, ecsc, home):
     res = modules.backup.prune(str(ecsc), keep=1, protect=["t1"])
     assert sorted(res["deleted"]) == ["t2"]
     assert sorted(res["kept"]) == ["t1", "t1.1", "t3"]
+
+
+# ------------------------------------------------------------------ issue 9: faults
+
+
+@pytest.fixture
+def small_fs(tmp_path, request):
+    return fs.small_fs(tmp_path, request)
+
+
+def _program_dir_of(root, files=12, size=100_000):
+    (root / "lib").mkdir(parents=True)
+    for index in range(files):
+        (root / "lib" / f"part{index:02d}.jar").write_bytes(os.urandom(size))
+    return root
+
+
+def test_disk_full_at_backup_time_is_refused_before_anything_is_written(
+    modules, states, small_fs
+):
+    """9.7: the free-space check refuses; the state fails, so the upgrade's stop (which
+    requires it) never runs; nothing is left on the filesystem."""
+    ecsc = _program_dir_of(small_fs / "ecsc")
+    before = sorted(os.listdir(small_fs))
+    with pytest.raises(Exception, match="not enough free space") as exc:
+        modules.backup.create(str(ecsc), "v2")
+    assert str(ecsc) in str(exc.value)
+    ret = states.backup.present(name=str(ecsc), tag="v2")
+    assert ret.result is False and "not enough free space" in ret.comment
+    assert sorted(os.listdir(small_fs)) == before
+
+
+def test_real_enospc_during_the_copy_leaves_no_partial_backup(modules, small_fs):
+    """9.7: past the check (here bypassed) a real ENOSPC mid-copy keeps nothing."""
+    ecsc = _program_dir_of(small_fs / "ecsc")
+    before = sorted(os.listdir(small_fs))
+    huge = shutil._ntuple_diskusage(1 << 40, 0, 1 << 40)  # pylint: disable=protected-access
+    with unittest.mock.patch("shutil.disk_usage", return_value=huge):
+        with pytest.raises(Exception, match="nothing kept") as exc:
+            modules.backup.create(str(ecsc), "v2")
+    assert "No space left on device" in str(exc.value)
+    assert sorted(os.listdir(small_fs)) == before
+    assert modules.backup.list(str(ecsc)) == []
+
+
+def test_backup_killed_mid_copy_is_never_taken_for_a_good_backup(modules, ecsc, home):
+    """9.10: SIGKILL of the process doing the copy (power loss for the copy)."""
+    for index in range(40):
+        (ecsc / "lib" / f"dep{index:02d}.jar").write_bytes(os.urandom(20_000))
+    pid = os.fork()
+    if pid == 0:  # the child: copy, but hang for good once a few files are written
+        try:
+            real_fchmod, calls = os.fchmod, []
+
+            def _slow_fchmod(fd, mode):
+                calls.append(fd)
+                if len(calls) > 5:
+                    time.sleep(3600)
+                return real_fchmod(fd, mode)
+
+            os.fchmod = _slow_fchmod
+            modules.backup.create(str(ecsc), "v2")
+        finally:
+            os._exit(0)  # pylint: disable=protected-access
+    try:
+        deadline = time.monotonic() + 60
+        temp = []
+        while time.monotonic() < deadline:
+            temp = [p for p in home.iterdir() if p.name.startswith(".ecsc_v2.tmp-")]
+            if temp and len(list((temp[0] / "lib").glob("*.jar"))) >= 5:
+                break
+            time.sleep(0.01)
+        assert temp, "the child never started its copy"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    # What the killed run left is not a backup for anyone: not listed, not verifiable,
+    # not restorable.
+    assert not (home / "ecsc_v2").exists()
+    assert modules.backup.list(str(ecsc)) == []
+    with pytest.raises(Exception, match="no backup"):
+        modules.backup.verify(str(ecsc), "v2")
+    with pytest.raises(Exception, match="no backup"):
+        modules.backup.restore(str(ecsc), "v2")
+    # The next run removes the stale temp dir and makes a good backup.
+    res = modules.backup.create(str(ecsc), "v2")
+    assert res["created"] is True and modules.backup.verify(str(ecsc), "v2")["ok"] is True
+    assert sorted(p.name for p in home.iterdir()) == ["ecsc", "ecsc_v2"]
