@@ -314,9 +314,17 @@ def _write_json(path, data):
     Write ``data`` as JSON to ``path`` atomically (salt.utils.atomicfile: temp file in the
     same dir, fsync, rename), mode 0644.
     """
-    with salt.utils.atomicfile.atomic_open(path, "w") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-        fh.write("\n")
+    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    handle = salt.utils.atomicfile.atomic_open(path, "w")
+    try:
+        with handle:
+            handle.write(text)
+    except OSError:
+        # A full disk fails in atomic_open's close(), which then leaves its temp file.
+        tmp = getattr(handle, "_tmp_filename", None)
+        if tmp and os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
     os.chmod(path, 0o644)
 
 
@@ -599,8 +607,8 @@ def _carry_local(target, staging_dir, patterns, files, links, release, undo):
     for rel in kept:
         src, dst = os.path.join(target, rel), os.path.join(staging_dir, rel)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
+        undo.append(lambda dst=dst: _remove(dst))  # also a copy cut short by a full disk
         sha, _, _ = _tree("copy_file")(src, dst, owner)
-        undo.append(lambda dst=dst: _remove(dst))
         local[rel] = sha
     return local
 

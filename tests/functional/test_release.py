@@ -16,6 +16,7 @@ import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from tests.functional import hostile_archives as ha
+from tests.functional import small_fs as fs
 
 MINION = "func-tests-minion"
 KEEP = ["conf/host.properties", "conf/*.local"]
@@ -658,3 +659,58 @@ def test_swap_never_drops_a_tree_that_no_backup_holds(
     assert modules.backup.verify(str(live), "2.1")["ok"] is True
     assert modules.backup.manifest(str(live), "2.1")["meta"] == {"record": None}
     assert modules.release.deployed(str(live))["release"] == "2"
+
+
+# --------------------------------------------------------------------------- issue 9.8
+
+
+@pytest.fixture
+def small_fs(tmp_path, request):
+    return fs.small_fs(tmp_path, request)
+
+
+@pytest.fixture
+def small_live(small_fs):
+    live = small_fs / "svc"
+    (live / "conf").mkdir(parents=True)
+    (live / "conf" / "host.properties").write_text("host=ecsc-1\n")
+    (live / "app.jar").write_text("live v1\n")
+    return live
+
+
+def test_disk_full_during_unpack_leaves_the_live_tree_whole(modules, small_fs, small_live,
+                                                            archives):
+    """9.8: the archive does not fit: no staging left, the live tree untouched."""
+    archive = archives / "big.tar"
+    digest = ha.build_release(archive, "svc", {"lib/big.jar": os.urandom(3 << 20)})
+    before = snapshot(small_live)
+    for func in ("stage", "unpack"):
+        with pytest.raises(CommandExecutionError) as exc:
+            getattr(modules.release, func)(str(archive), str(small_live), digest, "2")
+        assert "No space left on device" in str(exc.value)
+        assert snapshot(small_live) == before
+        assert modules.release.leftovers(str(small_live)) == []
+        assert sorted(os.listdir(small_fs)) == ["svc"]
+
+
+@pytest.mark.parametrize("keep", [KEEP, None], ids=["carry-host-local", "record-only"])
+def test_disk_full_during_swap_leaves_old_or_new_tree_never_a_mix(
+    modules, small_fs, small_live, v2, keep
+):
+    """9.8: the swap's writes (host-local copies, the record) hit ENOSPC: undone, the old
+    tree whole; with room again the same swap gives the whole new tree."""
+    archive, digest = v2
+    modules.release.stage(archive, str(small_live), digest, "2", keep=keep)
+    before = snapshot(small_live)
+    filler = fs.fill(small_fs)
+    with pytest.raises(CommandExecutionError) as exc:
+        modules.release.swap(str(small_live), "2", sha256=digest, keep=keep)
+    assert "swap undone" in str(exc.value) and "No space left on device" in str(exc.value)
+    assert snapshot(small_live) == before
+    assert modules.release.deployed(str(small_live))["release"] is None
+    assert modules.release.staging(str(small_live))["intact"] is True
+    filler.unlink()
+    modules.release.swap(str(small_live), "2", sha256=digest, keep=keep)
+    report = modules.release.deployed(str(small_live))
+    assert report["release"] == "2" and report["intact"] is True
+    assert modules.release.leftovers(str(small_live)) == []
