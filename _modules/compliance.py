@@ -20,7 +20,7 @@ jvm-single     ``javaservice.status`` finds exactly one JVM of the service (0: "
                ``found`` and listed in the evidence, never counted
 health         the health URL answers 200 within a few seconds and its JSON ``release``
                equals the expected release
-release        ``release.deployed(install_dir)["release"]`` equals pillar ``release:id``
+release        ``release.status(install_dir)["release"]`` equals pillar ``release:id``
                (no deployed record: failed, "deployed by hand?")
 tree-intact    the live program dir matches its deployed record: every edited, added or
                removed file is named (host-local ``keep`` files may change; without a
@@ -111,7 +111,7 @@ def _control(cid, status, expected, found, evidence=None, title=None):
 
 class _Once:
     """
-    A lazily computed value shared by several controls (``release.deployed`` hashes the
+    A lazily computed value shared by several controls (``release.status`` hashes the
     tree once for ``release`` and ``tree-intact``); an exception is re-raised to each.
     """
 
@@ -342,7 +342,7 @@ def check(pillar=None):
     ctx = {
         "host": host,
         "release": str(host["release"]),
-        "deployed": _Once(lambda: __salt__["release.deployed"](install_dir)),
+        "deployed": _Once(lambda: __salt__["release.status"](install_dir)),
         "backups": _Once(lambda: __salt__["backup.list"](install_dir)),
     }
     for cid, _ in CONTROLS:

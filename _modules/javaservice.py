@@ -903,7 +903,7 @@ def status(name, install_dir=None, **identity):
     ``"pidfile": {"path", "pid", "valid", "reason"}``.
 
     ``release`` is the release the running code came from: the program dir's deployed record
-    (``release.recorded``) when the JVM started after that deploy; ``None`` with a
+    (``release.read_record``) when the JVM started after that deploy; ``None`` with a
     ``release_note`` when it is not known (no record: deployed by hand; or the JVM is older
     than the deploy, so it still runs the code from before).
 
@@ -953,9 +953,9 @@ def _running_release(install_dir, started):
     """(release, note): what the deployed record of install_dir says the JVM runs."""
     if not install_dir:
         return None, "no install_dir given"
-    if "release.recorded" not in __salt__:
+    if "release.read_record" not in __salt__:
         return None, "the release module is not loaded"
-    record = __salt__["release.recorded"](install_dir)
+    record = __salt__["release.read_record"](install_dir)
     if not record:
         return None, f"no deployed record for {install_dir} (deployed by hand?)"
     try:

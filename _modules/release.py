@@ -40,8 +40,13 @@ program directory ``P = <parent>/<name>``:
   ``P`` (if the second rename fails the first is undone), write the deployed record
   ``<parent>/.<name>.release.json`` (temp file + rename; if that fails the swap is undone),
   then remove ``.previous``.
-- ``deployed`` compares the live tree against the record; ``record`` writes/removes the
+- ``status`` compares the live tree against the record, ``staging_status`` the staging
+  against its description; ``read_record``/``write_record`` read and write (or remove) the
   record (rollback); ``leftovers``/``clean`` report/remove staging and ``.previous``.
+
+Function names: actions are verbs (``verify``, ``stage``, ``swap``, ``unpack``, ``clean``,
+``write_record``); read-only reports say what they report (``status``, ``staging_status``,
+``read_record``, ``leftovers``).
 
 Files of the live tree that the new archive does not carry (decision): ``tar xvf`` keeps
 them, so stale jars and classes of the previous release stay and are loaded next to the new
@@ -548,7 +553,7 @@ def stage(archive, target, sha256, release, keep=None):
     return {"staging": staging_dir, "release": release, "files": len(files) + len(links)}
 
 
-def staging(target):
+def staging_status(target):
     """
     Describe the staging of ``target`` (read-only; re-hashes the staged files).
 
@@ -562,7 +567,7 @@ def staging(target):
 
     .. code-block:: bash
 
-        salt '*' release.staging /home/ecsc
+        salt '*' release.staging_status /home/ecsc
     """
     paths = _paths(target)
     meta = _staging_meta(paths)
@@ -739,7 +744,7 @@ def unpack(archive, target, sha256, release, keep=None):
     return swap(target, staged["release"], sha256=sha256, keep=keep)
 
 
-def deployed(target):
+def status(target):
     """
     Which release the program directory runs, and whether it still matches the deployed
     record (re-hashes every file).
@@ -757,7 +762,7 @@ def deployed(target):
 
     .. code-block:: bash
 
-        salt '*' release.deployed /home/ecsc
+        salt '*' release.status /home/ecsc
     """
     paths = _paths(target)
     record_data = _read_json(paths["record"], "deployed record")
@@ -785,7 +790,7 @@ def deployed(target):
     return ret
 
 
-def record(target, data=None):
+def write_record(target, data=None):
     """
     Write or remove the deployed record of ``target`` (used by rollback after restoring a
     backup: write the restored release's record, or remove it when the release is unknown).
@@ -804,8 +809,8 @@ def record(target, data=None):
 
     .. code-block:: bash
 
-        salt '*' release.record /home/ecsc
-        salt '*' release.record /home/ecsc data='{"release": "v1", "files": {"a.jar": "3a7b...e1"}}'
+        salt '*' release.write_record /home/ecsc
+        salt '*' release.write_record /home/ecsc data='{"release": "v1", "files": {"a.jar": "3a7b...e1"}}'
     """
     paths = _paths(target)
     ret = {"target": paths["target"], "record": paths["record"], "release": None, "removed": False}
@@ -845,11 +850,11 @@ def record(target, data=None):
     return ret
 
 
-def recorded(target):
+def read_record(target):
     """
     The deployed record of ``target`` as written at deploy time, or ``None`` when there is
     none (e.g. a release deployed by hand). The upgrade keeps it with the backup, so a
-    rollback can put it back with ``release.record``.
+    rollback can put it back with ``release.write_record``.
 
     target
         Absolute path of the program directory.
@@ -858,7 +863,7 @@ def recorded(target):
 
     .. code-block:: bash
 
-        salt '*' release.recorded /home/ecsc
+        salt '*' release.read_record /home/ecsc
     """
     paths = _paths(target)
     if not os.path.exists(paths["record"]):

@@ -72,7 +72,7 @@ def _on_release(name, release, sha256):
     """
     (current deployed() report, True when ``name`` already runs ``release`` intact).
     """
-    current = __salt__["release.deployed"](name)
+    current = __salt__["release.status"](name)
     same = (
         current["release"] == release
         and current["intact"] is True
@@ -82,7 +82,7 @@ def _on_release(name, release, sha256):
 
 
 def _usable_staging(name, release, sha256):
-    info = __salt__["release.staging"](name)
+    info = __salt__["release.staging_status"](name)
     usable = (
         info["present"]
         and info["release"] == release
@@ -126,7 +126,7 @@ def staged(name, source, sha256, release, keep=None):
             return ret
         cached = _fetch(source)
         if __opts__["test"]:
-            info = __salt__["release.staging"](name)
+            info = __salt__["release.staging_status"](name)
             summary = __salt__["release.verify"](cached, sha256, target=name)
             ret["result"] = None
             ret["comment"] = (
@@ -159,7 +159,7 @@ def _hold_live_tree(name, backup):
         return None, ""
     backup = _norm_release(backup)
     held = __salt__["backup.create"](
-        name, backup, meta={"record": __salt__["release.recorded"](name)},
+        name, backup, meta={"record": __salt__["release.read_record"](name)},
         test=bool(__opts__["test"]),
     )
     rollback = os.path.normpath(name) + f"_{backup}"
@@ -341,12 +341,12 @@ def restored(name, tag):
                 ret["comment"] = f"{name} already equals {res['from']}"
             return ret
         # The live tree's record goes with the backup that holds it (if one is made).
-        before = __salt__["release.recorded"](name)
+        before = __salt__["release.read_record"](name)
         res = __salt__["backup.restore"](name, tag, meta={"record": before})
         record = (res.get("meta") or {}).get("record")
-        current = __salt__["release.recorded"](name)
+        current = __salt__["release.read_record"](name)
         if record != current:
-            __salt__["release.record"](name, record)
+            __salt__["release.write_record"](name, record)
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret["comment"] = str(exc)
         return ret
@@ -368,7 +368,7 @@ def _down_text(host, name, tag):
     down, what is in place, and the one command that starts it (the same start command and
     cwd from inventory.host that the upgrade used).
     """
-    record = __salt__["release.recorded"](name) or {}
+    record = __salt__["release.read_record"](name) or {}
     release = record.get("release") or "a release deployed by hand"
     command = f"cd {shlex.quote(host['start_cwd'])} && {shlex.join(host['start'])}"
     return (

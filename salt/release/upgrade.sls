@@ -42,7 +42,7 @@ def run():
     states["backed-up"] = {"backup.present": [
         {"name": target}, {"tag": rel},
         # The deployed record goes with the backup, so a rollback can put it back too.
-        {"meta": {"record": __salt__["release.recorded"](target)}},
+        {"meta": {"record": __salt__["release.read_record"](target)}},
         {"onchanges": [staged]},
     ]}
     states["event-backed-up"] = event("backed-up", onchanges=[{"backup": "backed-up"}])

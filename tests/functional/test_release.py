@@ -317,7 +317,7 @@ def test_compressed_archive(modules, archives, target):
 
 
 def test_hand_deployed_tree_has_no_record(modules, by_hand):
-    ret = modules.release.deployed(str(by_hand))
+    ret = modules.release.status(str(by_hand))
     assert ret["release"] is None and ret["intact"] is None
     assert ret["target"] == str(by_hand)
 
@@ -334,10 +334,10 @@ def test_stage_leaves_target_untouched(modules, tmp_path, home, by_hand, v2):
     assert (staging / "logs").is_dir()
     assert os.access(staging / "startup.sh", os.X_OK)
     assert not os.access(staging / "conf" / "app.properties", os.X_OK)
-    info = modules.release.staging(str(by_hand))
+    info = modules.release.staging_status(str(by_hand))
     assert info["present"] and info["intact"] and info["release"] == "2"
     assert info["archive_sha256"] == digest and info["files"] == len(V2_FILES)
-    assert modules.release.deployed(str(by_hand))["release"] is None
+    assert modules.release.status(str(by_hand))["release"] is None
 
 
 def test_stage_replaces_stale_staging(modules, home, by_hand, v2):
@@ -386,7 +386,7 @@ def test_swap_replaces_tree_drops_stale_keeps_local(modules, home, by_hand, v2):
         "conf/host.properties": sha(host_local),
         "conf/cache.local": sha(cache_local),
     }
-    rep = modules.release.deployed(str(by_hand))
+    rep = modules.release.status(str(by_hand))
     assert rep["release"] == "2" and rep["intact"] is True and rep["archive_sha256"] == digest
     assert rep["modified"] == rep["added"] == rep["removed"] == rep["local_modified"] == []
 
@@ -412,14 +412,14 @@ def test_deployed_reports_drift(modules, by_hand, v2):
     modules.release.unpack(archive, str(by_hand), digest, "2", keep=KEEP)
     target = str(by_hand)
     (by_hand / "conf" / "host.properties").write_text("host=edited\n")
-    rep = modules.release.deployed(target)
+    rep = modules.release.status(target)
     assert rep["intact"] is True and rep["local_modified"] == ["conf/host.properties"]
     (by_hand / "WEB-INF" / "lib" / "svc.jar").write_text("hot-patched\n")
     (by_hand / "lib" / "extra.jar").write_text("dropped in by hand\n")
     (by_hand / "WEB-INF" / "web.xml").unlink()
     (by_hand / "current.jar").unlink()
     (by_hand / "current.jar").symlink_to("lib/extra.jar")
-    rep = modules.release.deployed(target)
+    rep = modules.release.status(target)
     assert rep["release"] == "2" and rep["intact"] is False
     assert rep["modified"] == ["WEB-INF/lib/svc.jar", "current.jar"]
     assert rep["added"] == ["lib/extra.jar"]
@@ -445,7 +445,7 @@ def test_swap_puts_live_tree_back_when_second_rename_fails(modules, home, by_han
     assert snapshot(by_hand) == before
     assert not (home / ".svc.previous").exists()
     # The staging is as staged (kept copies removed again) and can be swapped later.
-    assert modules.release.staging(str(by_hand))["intact"] is True
+    assert modules.release.staging_status(str(by_hand))["intact"] is True
     assert modules.release.swap(str(by_hand), "2", keep=KEEP)["release"] == "2"
 
 
@@ -463,7 +463,7 @@ def test_swap_refuses_wrong_or_tampered_staging(modules, home, by_hand, v2):
     with pytest.raises(CommandExecutionError, match="changed since it was staged"):
         modules.release.swap(str(by_hand), "2")
     assert snapshot(by_hand) == before
-    assert modules.release.staging(str(by_hand))["intact"] is False
+    assert modules.release.staging_status(str(by_hand))["intact"] is False
 
 
 def test_interrupted_swap_is_recovered_by_clean(modules, home, by_hand, v2):
@@ -502,16 +502,16 @@ def test_leftovers_and_clean(modules, home, by_hand, v2):
 
 def test_record_write_and_remove(modules, home, by_hand):
     files = {"conf/app.properties": sha(V1["conf/app.properties"])}
-    ret = modules.release.record(str(by_hand), {"release": 20170220, "files": files})
+    ret = modules.release.write_record(str(by_hand), {"release": 20170220, "files": files})
     assert ret["release"] == "20170220" and ret["record"] == str(home / ".svc.release.json")
-    rep = modules.release.deployed(str(by_hand))
+    rep = modules.release.status(str(by_hand))
     assert rep["release"] == "20170220" and rep["archive_sha256"] is None
     assert rep["intact"] is False and "lib/old-only.jar" in rep["added"]
-    assert modules.release.record(str(by_hand))["removed"] is True
-    assert modules.release.deployed(str(by_hand))["release"] is None
-    assert modules.release.record(str(by_hand))["removed"] is False
+    assert modules.release.write_record(str(by_hand))["removed"] is True
+    assert modules.release.status(str(by_hand))["release"] is None
+    assert modules.release.write_record(str(by_hand))["removed"] is False
     with pytest.raises(SaltInvocationError, match="files"):
-        modules.release.record(str(by_hand), {"release": "1", "files": {"a": "not-a-sha"}})
+        modules.release.write_record(str(by_hand), {"release": "1", "files": {"a": "not-a-sha"}})
 
 
 def test_first_deploy_into_missing_target(modules, home, v2):
@@ -519,7 +519,7 @@ def test_first_deploy_into_missing_target(modules, home, v2):
     target = home / "svc"
     ret = modules.release.unpack(archive, str(target), digest, "2", keep=KEEP)
     assert ret["kept"] == []
-    assert modules.release.deployed(str(target))["intact"] is True
+    assert modules.release.status(str(target))["intact"] is True
 
 
 # --------------------------------------------------------------------------- states
@@ -564,7 +564,7 @@ def test_state_staged_then_deployed_swaps_the_staging(states, modules, home, by_
     ret = states.release.deployed(name=str(by_hand), release="2", keep=KEEP)
     assert ret.result is True, ret.comment
     assert ret.changes == {"deployed": {"old": None, "new": "2", "files": len(V2_FILES)}}
-    assert modules.release.deployed(str(by_hand))["intact"] is True
+    assert modules.release.status(str(by_hand))["intact"] is True
     assert (by_hand / "conf" / "host.properties").exists()
 
 
@@ -582,7 +582,7 @@ def test_state_redeploys_a_drifted_tree(states, modules, by_hand, v2):
     (by_hand / "WEB-INF" / "lib" / "svc.jar").write_text("hot-patched\n")
     ret = states.release.deployed(name=str(by_hand), release="2", source=archive, sha256=digest)
     assert ret.result is True and ret.changes["deployed"]["old"] == "2"
-    assert modules.release.deployed(str(by_hand))["intact"] is True
+    assert modules.release.status(str(by_hand))["intact"] is True
 
 
 def test_state_test_mode_writes_nothing(states, tmp_path, home, by_hand, v2):
@@ -611,7 +611,7 @@ def test_state_salt_source(states, modules, state_tree, by_hand, v2):
         name=str(by_hand), release="2", source="salt://svc-v2.tar", sha256=digest
     )
     assert ret.result is True, ret.comment
-    assert modules.release.deployed(str(by_hand))["release"] == "2"
+    assert modules.release.status(str(by_hand))["release"] == "2"
 
 
 def test_state_source_failures(states, tmp_path, by_hand, v2):
@@ -658,7 +658,7 @@ def test_swap_never_drops_a_tree_that_no_backup_holds(
     assert (home / "svc_2.1" / "app.jar").read_text() == "hot-patched\n"
     assert modules.backup.verify(str(live), "2.1")["ok"] is True
     assert modules.backup.manifest(str(live), "2.1")["meta"] == {"record": None}
-    assert modules.release.deployed(str(live))["release"] == "2"
+    assert modules.release.status(str(live))["release"] == "2"
 
 
 # --------------------------------------------------------------------------- issue 9.8
@@ -707,10 +707,10 @@ def test_disk_full_during_swap_leaves_old_or_new_tree_never_a_mix(
         modules.release.swap(str(small_live), "2", sha256=digest, keep=keep)
     assert "swap undone" in str(exc.value) and "No space left on device" in str(exc.value)
     assert snapshot(small_live) == before
-    assert modules.release.deployed(str(small_live))["release"] is None
-    assert modules.release.staging(str(small_live))["intact"] is True
+    assert modules.release.status(str(small_live))["release"] is None
+    assert modules.release.staging_status(str(small_live))["intact"] is True
     filler.unlink()
     modules.release.swap(str(small_live), "2", sha256=digest, keep=keep)
-    report = modules.release.deployed(str(small_live))
+    report = modules.release.status(str(small_live))
     assert report["release"] == "2" and report["intact"] is True
     assert modules.release.leftovers(str(small_live)) == []

@@ -3,7 +3,7 @@
 "Nothing lost" (issue 9), after the fault and at most one re-run of the same command:
 
 - every touched host is on a known release: its deployed record matches its tree
-  (``salt <host> release.deployed``), or, without a record (deployed by hand, like the lab's
+  (``salt <host> release.status``), or, without a record (deployed by hand, like the lab's
   v1), its tree is exactly one of the lab's release archives;
 - its service is ready: exactly one JVM, the health URL answers 200 with that release, and the
   application log's last started line names it;
@@ -118,9 +118,9 @@ def host_problems(host, before, bad_backups=()):
     """Problems of one touched host (empty: nothing lost there)."""
     problems = []
     hid, target = host["id"], install_dir(host)
-    ret = salt_call(hid, ["release.deployed", "backup.list", "release.leftovers"],
+    ret = salt_call(hid, ["release.status", "backup.list", "release.leftovers"],
                     [str(target)] * 3)
-    deployed, backups, leftovers = (ret["release.deployed"], ret["backup.list"],
+    deployed, backups, leftovers = (ret["release.status"], ret["backup.list"],
                                     ret["release.leftovers"])
     for name, value in ret.items():
         if isinstance(value, str):  # an error the minion returned instead of data

@@ -44,7 +44,7 @@ def healthy_salt():
             return_value={"url": "u", "status": 200,
                           "body": json.dumps({"service": "ecsc", "release": RELEASE})}
         ),
-        "release.deployed": MagicMock(
+        "release.status": MagicMock(
             return_value={
                 "target": INSTALL_DIR, "release": RELEASE, "archive_sha256": "ab" * 32,
                 "deployed": "2017-02-20T10:00:00+00:00", "intact": True,
@@ -102,8 +102,8 @@ def test_all_pass(salt_funcs):
         "ecsc", catalina_base="/home/apache-tomcat-7.0.67"
     )
     salt_funcs["inventory.host"].assert_called_once_with(archive=False, pillar=None)
-    # release and tree-intact share one (hashing) release.deployed call
-    salt_funcs["release.deployed"].assert_called_once_with(INSTALL_DIR)
+    # release and tree-intact share one (hashing) release.status call
+    salt_funcs["release.status"].assert_called_once_with(INSTALL_DIR)
     salt_funcs["backup.list"].assert_called_once_with(INSTALL_DIR)
     salt_funcs["backup.verify"].assert_called_once_with(INSTALL_DIR, RELEASE)
     assert salt_funcs["probe.http"].call_args.args[0] == "http://25.0.3.17:8080/ecsc/health"
@@ -180,7 +180,7 @@ def test_health_probe_is_bounded_and_its_failure_named(salt_funcs):
 
 
 def test_release_deployed_by_hand(salt_funcs):
-    salt_funcs["release.deployed"].return_value = {
+    salt_funcs["release.status"].return_value = {
         "target": INSTALL_DIR, "release": None, "intact": None,
         "modified": [], "added": [], "removed": [], "local_modified": [],
     }
@@ -192,7 +192,7 @@ def test_release_deployed_by_hand(salt_funcs):
 
 
 def test_release_other(salt_funcs):
-    salt_funcs["release.deployed"].return_value.update(release="20161201")
+    salt_funcs["release.status"].return_value.update(release="20161201")
     _, ctl = run_check()
     assert ctl["release"]["status"] == "failed"
     assert ctl["release"]["expected"] == RELEASE
@@ -200,7 +200,7 @@ def test_release_other(salt_funcs):
 
 
 def test_tree_drift_is_named(salt_funcs):
-    salt_funcs["release.deployed"].return_value.update(
+    salt_funcs["release.status"].return_value.update(
         intact=False,
         modified=["WEB-INF/web.xml"],
         added=["WEB-INF/lib/debug.jar"],
@@ -219,14 +219,14 @@ def test_tree_drift_is_named(salt_funcs):
 
 def test_tree_long_lists_are_cut_in_found_not_in_evidence(salt_funcs):
     added = [f"junk/{i:02d}" for i in range(25)]
-    salt_funcs["release.deployed"].return_value.update(intact=False, added=added)
+    salt_funcs["release.status"].return_value.update(intact=False, added=added)
     _, ctl = run_check()
     assert "(+15 more)" in ctl["tree-intact"]["found"]
     assert ctl["tree-intact"]["evidence"]["added"] == added
 
 
 def test_host_local_change_is_not_drift(salt_funcs):
-    salt_funcs["release.deployed"].return_value.update(local_modified=["conf/host.properties"])
+    salt_funcs["release.status"].return_value.update(local_modified=["conf/host.properties"])
     _, ctl = run_check()
     assert ctl["tree-intact"]["status"] == "passed"
     assert "conf/host.properties" in ctl["tree-intact"]["found"]
@@ -289,7 +289,7 @@ def test_leftovers_named(salt_funcs):
 
 
 def test_a_raising_control_does_not_crash_the_check(salt_funcs):
-    salt_funcs["release.deployed"].side_effect = CommandExecutionError("cannot read record")
+    salt_funcs["release.status"].side_effect = CommandExecutionError("cannot read record")
     salt_funcs["release.leftovers"].side_effect = RuntimeError("boom")
     report, ctl = run_check()
     for cid in ("release", "tree-intact", "no-leftovers"):
@@ -298,7 +298,7 @@ def test_a_raising_control_does_not_crash_the_check(salt_funcs):
     assert ctl["no-leftovers"]["found"] == "boom"
     assert ctl["jvm-single"]["status"] == "passed"
     assert report["status"] == "failed"
-    salt_funcs["release.deployed"].assert_called_once()
+    salt_funcs["release.status"].assert_called_once()
 
 
 def test_unknown_host(salt_funcs):

@@ -181,7 +181,7 @@ def test_status_names_the_release_the_running_code_came_from(procs, record, star
     procs.append(tomcat(80, "/home/tomcat"))
     procs[0]._create_time = started
     recorded = MagicMock(return_value=record)
-    with patch.dict(javaservice.__salt__, {"release.recorded": recorded}):
+    with patch.dict(javaservice.__salt__, {"release.read_record": recorded}):
         st = javaservice.status("ecsc", catalina_base="/home/tomcat", install_dir="/home/ecsc")
     recorded.assert_called_once_with("/home/ecsc")
     assert st["release"] == release and note in st["release_note"]

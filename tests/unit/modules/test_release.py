@@ -205,12 +205,12 @@ def test_paths_follow_conventions():
 def test_record_validation(tmp_path):
     target = str(tmp_path / "svc")
     with pytest.raises(SaltInvocationError, match="dict"):
-        release.record(target, "release=1")
+        release.write_record(target, "release=1")
     with pytest.raises(SaltInvocationError, match="release id"):
-        release.record(target, {"files": {}})
+        release.write_record(target, {"files": {}})
     with pytest.raises(SaltInvocationError, match="files"):
-        release.record(target, {"release": "1"})
-    ret = release.record(target, {"release": "1", "files": {"a": "1" * 64}, "note": "rollback"})
+        release.write_record(target, {"release": "1"})
+    ret = release.write_record(target, {"release": "1", "files": {"a": "1" * 64}, "note": "rollback"})
     assert ret == {
         "target": target,
         "record": str(tmp_path / ".svc.release.json"),
@@ -218,7 +218,7 @@ def test_record_validation(tmp_path):
         "removed": False,
     }
     assert os.listdir(tmp_path) == [".svc.release.json"]  # no temp file left
-    rep = release.deployed(target)
+    rep = release.status(target)
     assert rep["release"] == "1" and rep["removed"] == ["a"] and rep["intact"] is False
 
 

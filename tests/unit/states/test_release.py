@@ -37,8 +37,8 @@ def _salt(restore):
     return {
         "inventory.host": MagicMock(return_value=_host()),
         "backup.restore": restore,
-        "release.recorded": MagicMock(return_value={"release": "v1"}),
-        "release.record": MagicMock(),
+        "release.read_record": MagicMock(return_value={"release": "v1"}),
+        "release.write_record": MagicMock(),
     }
 
 
@@ -79,10 +79,10 @@ def test_rolled_back_refuses_a_corrupt_backup_before_stopping_anything():
 
 def test_typed_errors_become_the_comment_and_others_keep_their_traceback():
     deployed = MagicMock(side_effect=CommandExecutionError("release on minion m: boom"))
-    with patch.dict(release_state.__salt__, {"release.deployed": deployed}):
+    with patch.dict(release_state.__salt__, {"release.status": deployed}):
         ret = release_state.staged(NAME, "salt://x.tar", "a" * 64, "v2")
     assert ret["result"] is False and ret["comment"] == "release on minion m: boom"
     deployed.side_effect = KeyError("bug")
-    with patch.dict(release_state.__salt__, {"release.deployed": deployed}):
+    with patch.dict(release_state.__salt__, {"release.status": deployed}):
         with pytest.raises(KeyError):
             release_state.staged(NAME, "salt://x.tar", "a" * 64, "v2")
