@@ -11,6 +11,7 @@ import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from tests.conftest import load_repo_module, repo_utils
+from tests.unit.utils.test_rollout_archive import member
 
 release = load_repo_module("modules", "release")
 
@@ -22,15 +23,6 @@ ARCHIVE = "/srv/upload/svc.tar"
 def configure_loader_modules():
     opts = {"id": MINION, "test": False}
     return {release: {"__opts__": opts, "__utils__": repo_utils(opts)}}
-
-
-def member(name, type_=tarfile.REGTYPE, mode=0o644, linkname="", size=5):
-    info = tarfile.TarInfo(name)
-    info.type = type_
-    info.mode = mode
-    info.linkname = linkname
-    info.size = size if type_ == tarfile.REGTYPE else 0
-    return info
 
 
 def listing(files, links, other=()):
