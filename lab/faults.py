@@ -218,7 +218,9 @@ def format_table(rows):
             return "no"
         if isinstance(value, float):
             return f"{value:.1f}"
-        return "-" if value is None else str(value)
+        # One line per row: whitespace (tracebacks, JSON) collapsed, long text cut.
+        text = "-" if value is None else " ".join(str(value).split())
+        return text if len(text) <= 300 else text[:297] + "..."
 
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
