@@ -1089,8 +1089,9 @@ def start(name, command, cwd=None, env=None, logs=None, output=None, runas=None,
     "launcher_pid"}``.
 
     Raises CommandExecutionError if the service is already running, or a previous start's
-    processes (its session) are still alive without a JVM yet (no second JVM either way), if
-    ``cwd`` is not a directory or if the command cannot be executed.
+    processes (its session) are still alive without a JVM yet (no second JVM either way; a
+    process that merely got the old launcher's pid later does not count), if ``cwd`` is not a
+    directory, if ``output`` is refused or if the command cannot be executed.
 
     name
         The service's name; names the offsets file (``^[0-9A-Za-z][0-9A-Za-z._-]*$``).
@@ -1111,7 +1112,9 @@ def start(name, command, cwd=None, env=None, logs=None, output=None, runas=None,
     output
         File the launcher's stdout/stderr are appended to (default ``/dev/null``). For a
         standalone JVM that is its stdout - the runbook's ``nohup.out`` and where a thread dump
-        goes - so pass e.g. ``/home/schedule/nohup.out``.
+        goes - so pass e.g. ``/home/schedule/nohup.out``. It is opened as ``runas`` (after the
+        privileges are dropped), never through a symlink, and only if it is a plain file with
+        no other name: a link planted by the service's user never makes root write elsewhere.
 
     runas
         User to run as (root only); HOME/USER/LOGNAME are set for it.
