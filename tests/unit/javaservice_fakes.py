@@ -78,35 +78,32 @@ class FakeProc:
         if self.dead:
             raise psutil.NoSuchProcess(self.pid)
 
-    def status(self):
+    def _get(self, value):
         self._check()
-        return self._status
+        return value
+
+    def status(self):
+        return self._get(self._status)
 
     def exe(self):
-        self._check()
-        if self.exe_denied:
+        if self.exe_denied and not self.dead:
             raise psutil.AccessDenied(self.pid)
-        return self._exe
+        return self._get(self._exe)
 
     def name(self):
-        self._check()
-        return self._name
+        return self._get(self._name)
 
     def cmdline(self):
-        self._check()
-        return self._cmdline
+        return self._get(self._cmdline)
 
     def cwd(self):
-        self._check()
-        return self._cwd
+        return self._get(self._cwd)
 
     def create_time(self):
-        self._check()
-        return self._create_time
+        return self._get(self._create_time)
 
     def uids(self):
-        self._check()
-        return _Uids(self._uid, self._uid, self._uid)
+        return self._get(_Uids(self._uid, self._uid, self._uid))
 
     def is_running(self):
         return not self.dead
