@@ -122,7 +122,9 @@ _PATH_KEYS = ("catalina_base", "app_dir", "pidfile")
 _COMMAND_PREFIXES = frozenset(("exec", "nohup", "env", "command", "setsid", "nice"))
 _OPTION_VARIABLE = re.compile(r"\$\{?\w*(OPTS|OPTIONS|ARGS|FLAGS)\w*\}?", re.IGNORECASE)
 # Files only a real Java home has, relative to it (9+: lib/modules; 8: a libjvm.so).
-_JAVA_HOME_MARKERS = ("lib/modules", "lib/*/libjvm.so", "lib/*/*/libjvm.so", "jre/lib/*/*/libjvm.so")
+_JAVA_HOME_MARKERS = (
+    "lib/modules", "lib/*/libjvm.so", "lib/*/*/libjvm.so", "jre/lib/*/*/libjvm.so",
+)
 #: The main class of every Tomcat JVM (``catalina.sh`` runs ``... Bootstrap start``).
 TOMCAT_MAIN = "org.apache.catalina.startup.Bootstrap"
 # dispositions reset to default for the launched command (see _spawn_detached)
@@ -538,7 +540,8 @@ def _check_pidfile(path, scan, matched_pids):
                 report["valid"] = True
                 report["reason"] = "ok"
     if not report["valid"]:
-        log.warning("%s: ignoring pid file %s: %s", __utils__["rollout_ids.minion_id"](), path, report["reason"])
+        log.warning("%s: ignoring pid file %s: %s", __utils__["rollout_ids.minion_id"](), path,
+                    report["reason"])
     return report
 
 
@@ -563,7 +566,7 @@ def _survey(ident):
                 }
             )
     if strangers:
-        log.warning(
+        log.info(
             "%s: not the service (never signalled): %s",
             __utils__["rollout_ids.minion_id"](),
             "; ".join(f"pid {s['pid']}: {s['why']}" for s in strangers),
@@ -599,7 +602,8 @@ def _send(procs, sig):
             continue
         except psutil.AccessDenied as exc:
             raise CommandExecutionError(
-                f"{__utils__['rollout_ids.minion_id']()}: cannot send {sig.name} to pid {proc.pid}: {exc}"
+                f"{__utils__['rollout_ids.minion_id']()}: cannot send {sig.name} to pid "
+                f"{proc.pid}: {exc}"
             )
         alive.append(proc)
     return alive
@@ -652,7 +656,8 @@ def _read_state(name):
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        log.warning("%s: ignoring unreadable %s: %s", __utils__["rollout_ids.minion_id"](), _state_path(name), exc)
+        log.warning("%s: ignoring unreadable %s: %s", __utils__["rollout_ids.minion_id"](),
+                    _state_path(name), exc)
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -843,9 +848,13 @@ def _user(runas):
     try:
         entry = pwd.getpwnam(runas)
     except KeyError:
-        raise SaltInvocationError(f"runas user {runas!r} does not exist on {__utils__['rollout_ids.minion_id']()}")
+        raise SaltInvocationError(
+            f"runas user {runas!r} does not exist on {__utils__['rollout_ids.minion_id']()}"
+        )
     if os.geteuid() != 0 and os.geteuid() != entry.pw_uid:
-        raise CommandExecutionError(f"{__utils__['rollout_ids.minion_id']()}: only root can start a service as {runas}")
+        raise CommandExecutionError(
+            f"{__utils__['rollout_ids.minion_id']()}: only root can start a service as {runas}"
+        )
     groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
     env = {"HOME": entry.pw_dir, "USER": entry.pw_name, "LOGNAME": entry.pw_name}
     return (entry.pw_uid, entry.pw_gid, groups), env
@@ -1072,7 +1081,8 @@ def stop(name, signal="TERM", timeout=30, thread_dump=False, **identity):
             os.unlink(pidfile["path"])
             ret["pidfile_removed"] = pidfile["path"]
         except OSError as exc:
-            log.warning("%s: cannot remove pid file %s: %s", __utils__["rollout_ids.minion_id"](), pidfile["path"], exc)
+            log.warning("%s: cannot remove pid file %s: %s", __utils__["rollout_ids.minion_id"](),
+                        pidfile["path"], exc)
     return ret
 
 
@@ -1147,7 +1157,10 @@ def start(name, command, cwd=None, env=None, logs=None, output=None, runas=None,
     output = _abs_paths(output, "output")[0] if output else os.devnull
     cwd = cwd or ident["given"]
     if not os.path.isdir(cwd):
-        raise CommandExecutionError(f"{__utils__['rollout_ids.minion_id']()}: cannot start {name}: {cwd} is not a directory")
+        raise CommandExecutionError(
+            f"{__utils__['rollout_ids.minion_id']()}: cannot start {name}: {cwd} is not a "
+            "directory"
+        )
     user, user_env = _user(runas)
 
     matched, _ = _find(ident)
@@ -1174,7 +1187,8 @@ def start(name, command, cwd=None, env=None, logs=None, output=None, runas=None,
         launcher = _spawn_detached(argv, cwd, full_env, output, user)
     except OSError as exc:
         raise CommandExecutionError(
-            f"{__utils__['rollout_ids.minion_id']()}: cannot start {name}: {shlex.join(argv)} (in {cwd}): {exc}"
+            f"{__utils__['rollout_ids.minion_id']()}: cannot start {name}: {shlex.join(argv)} "
+            f"(in {cwd}): {exc}"
         )
     log.info("%s: started %s: %s (launcher pid %s)", __utils__["rollout_ids.minion_id"](), name,
              shlex.join(argv), launcher)

@@ -193,7 +193,8 @@ def running(
         details = [f"'{key}'" for key in result["matched"]]
         if result.get("http_status") is not None:
             details.append(f"HTTP {result['http_status']}")
-        settled = f"; up and healthy for {result['settled']:g}s more" if result.get("settled") else ""
+        settled = result.get("settled")
+        settled = f"; up and healthy for {settled:g}s more" if settled else ""
         ret.update(
             result=True,
             comment=f"started {name} (pid(s) {', '.join(map(str, result['pids']))}), ready "
