@@ -514,9 +514,8 @@ def _runs_main(launched, ident, resolve):
 
 def _check_pidfile(path, scan, matched_pids):
     report = {"path": path, "pid": None, "valid": False, "reason": ""}
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            text = handle.read(64).strip()
+    try:  # never through a symlink: its content is quoted in the report
+        text = "".join(__utils__["rollout_logs.tail"](path, 1, nofollow=True)).strip()
     except FileNotFoundError:
         report["reason"] = "missing"
         return report

@@ -594,3 +594,13 @@ def test_settle_catches_health_and_fatal_after_ready(jvm_up, tmp_path):
     ret = javaservice.wait_ready("svc", offsets=_seed(log, ""), ready=[], timeout=5,
                                  interval=0.02, settle=0.1, catalina_base="/home/tomcat")
     assert ret["settled"] == 0.1 and ret["pids"] == [4242]
+
+
+def test_pidfile_is_never_read_through_a_symlink(procs, tmp_path):
+    secret = tmp_path / "shadow"
+    secret.write_text("root:SECRET\n")
+    pidfile = tmp_path / "catalina.pid"
+    pidfile.symlink_to(secret)
+    st = javaservice.status("ecsc", catalina_base="/home/tomcat", pidfile=str(pidfile))
+    assert st["pidfile"]["valid"] is False and st["pidfile"]["reason"].startswith("unreadable")
+    assert "SECRET" not in str(st)
