@@ -5,8 +5,6 @@ import re
 import signal
 from unittest.mock import patch
 
-import pytest
-
 from tests.unit.javaservice_fakes import (  # noqa: F401 (fixtures)
     MINION,
     configure_loader_modules,
@@ -14,8 +12,6 @@ from tests.unit.javaservice_fakes import (  # noqa: F401 (fixtures)
     procs,
     tomcat,
 )
-
-
 
 
 def test_state_dead_test_mode_and_errors(procs):
