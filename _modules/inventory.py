@@ -322,7 +322,8 @@ def _check_url(problems, key, url, address):
     """http(s) to this host's own address, nothing else (no file:, no other host)."""
     try:
         parts = urllib.parse.urlsplit(url)
-        parts.port  # pylint: disable=pointless-statement  # raises ValueError on a bad port
+        if parts.port is not None and not 0 < parts.port:  # .port raises on a bad port
+            raise ValueError(f"port {parts.port}")
     except ValueError as exc:
         problems.add(key, f"{url!r} is not a URL: {exc}")
         return
@@ -727,8 +728,9 @@ def check_host(minion_id=None, release=None, archive=True, pillar=None):
     user = resolved["identity"].get("user")
     if user is not None:
         checked.append(f"user {user}")
+        lookup = pwd.getpwuid if isinstance(user, int) else pwd.getpwnam
         try:
-            pwd.getpwuid(user) if isinstance(user, int) else pwd.getpwnam(user)
+            lookup(user)
         except KeyError:
             problems.add(f"{key}:user", f"no user {user!r} on {hid}")
     main = resolved["identity"].get("main")

@@ -178,6 +178,9 @@ def svc(pillar, name):
         (lambda p: svc(p, "ecmc").update(health_url="http://10.9.9.9:8080/ecmc/health"),
          "pillar inventory:services:ecmc:health_url: 'http://10.9.9.9:8080/ecmc/health' must "
          "point at the host's own address 25.0.3.27"),
+        (lambda p: svc(p, "ecmc").update(health_url="http://{address}:99999/ecmc/health"),
+         "pillar inventory:services:ecmc:health_url: 'http://25.0.3.27:99999/ecmc/health' is "
+         "not a URL"),
         (lambda p: svc(p, "ecmc").update(install_dir="/"),
          "pillar inventory:services:ecmc:install_dir: '/' is a system directory"),
         (lambda p: svc(p, "ecmc").update(install_dir="/home"),
@@ -220,7 +223,7 @@ def svc(pillar, name):
          "pillar release:checks:schedule:0:log:pattern: '((' is not a valid regular"),
     ],
     ids=["ready-regex", "fatal-regex", "fatal-log-name", "relative-log", "file-url",
-         "url-to-another-host", "install-dir-root", "install-dir-home", "install-dir-dotdot",
+         "url-to-another-host", "url-bad-port", "install-dir-root", "install-dir-home", "install-dir-dotdot",
          "install-dir-usr-local", "relative-catalina-base", "start-mapping", "start-unsplittable",
          "start-program-dotdot", "negative-settle", "string-settle", "bad-user", "main-on-tomcat",
          "main-not-a-class", "main-jar-outside", "misspelt-key", "relative-root", "bad-address",
