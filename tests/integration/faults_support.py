@@ -91,8 +91,10 @@ def snapshot(hosts):
 def salt_call(host_id, funs, args, timeout=120):
     """``salt <host> f1,f2 a1,a2`` (one call for several functions), parsed; raises when the
     host did not answer."""
+    # Several functions: one argument each, comma-joined; one function: its own arguments.
+    args = [",".join(args)] if len(funs) > 1 else list(args)
     proc = run_cli("salt", "--out=json", "--static", "-t", "30", host_id, ",".join(funs),
-                   ",".join(args), timeout=timeout)
+                   *args, timeout=timeout)
     try:
         ret = json.loads(proc.stdout)[host_id]
     except (ValueError, KeyError):

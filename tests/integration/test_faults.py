@@ -565,7 +565,10 @@ def test_f09_corrupt_artifact_stops_no_host_of_its_service(lab, hosts, row):
             proc = orchestrate("orch.upgrade", {"services": ["schedule"]})
     after = snapshot(sched)
     pre = steps_of(proc.stdout).get("preflight", {})
-    r["observed"] = f"rc={proc.returncode}; pre-flight: {excerpt(pre.get('comment', ''))}"
+    why = [v.get("comment", "") for h in sched for v in host_states(pre, h["id"]).values()
+           if isinstance(v, dict) and v.get("result") is False]
+    r["observed"] = (f"rc={proc.returncode}; pre-flight: {excerpt(pre.get('comment', ''))}: "
+                     f"{excerpt(why[0] if why else '', 200)}")
     r["both-down instants"] = both_down(probe, "schedule")
     r.expect(proc.returncode != 0, "exit status 0")
     r.expect(pre.get("result") is False, "pre-flight did not refuse")
