@@ -422,8 +422,11 @@ def _release(pillar=None):
     if not isinstance(release, dict):
         _fail("release", "missing")
     __utils__["rollout_ids.check_name"](str(release.get("id", "")), "pillar release:id:")
-    if not release.get("source"):
+    if not release.get("source") or not isinstance(release["source"], str):
         _fail("release:source", "is required (e.g. salt://releases/{release}/{service}.tar)")
+    keep = release.get("keep_backups", 3)
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+        _fail("release:keep_backups", f"must be a whole number >= 1, got {keep!r}")
     return release
 
 
