@@ -20,9 +20,29 @@ def configure_loader_modules(tmp_path):
 
 
 def test_every_minion_answers():
-    with patch.object(rollout, "_ping", return_value={h: True for h in HOSTS}) as ping:
-        assert rollout.answering(HOSTS, timeout=4) == {"answered": HOSTS}
+    with patch.object(rollout, "_ping", return_value={h: True for h in HOSTS}) as ping, \
+            patch.object(rollout, "_cmd", return_value={h: [] for h in HOSTS}):
+        assert rollout.answering(HOSTS, timeout=4) == {"answered": HOSTS, "waited_for": {}}
     ping.assert_called_once_with(HOSTS, 4)
+
+
+def test_a_state_job_left_by_an_interrupted_run_is_waited_for():
+    job = {"fun": "state.sls", "jid": "20261129", "pid": 42}
+    running = iter([{"ecsc-1": [job, {"fun": "test.ping", "jid": "1"}]}, {"ecsc-1": [job]}, {}])
+    with patch.object(rollout, "_ping", return_value={h: True for h in HOSTS}), \
+            patch.object(rollout, "_cmd", side_effect=lambda *_: next(running)), \
+            patch.object(rollout, "POLL_SECONDS", 0):
+        ret = rollout.answering(HOSTS)
+    assert ret["waited_for"] == {"ecsc-1": ["state.sls jid 20261129"]}
+
+
+def test_a_state_job_that_does_not_end_stops_the_run():
+    job = {"fun": "state.sls", "jid": "20261129"}
+    with patch.object(rollout, "_ping", return_value={h: True for h in HOSTS}), \
+            patch.object(rollout, "_cmd", return_value={"ecmc-2": [job]}):
+        with pytest.raises(CommandExecutionError,
+                           match="still running after 0s: ecmc-2: state.sls jid 20261129"):
+            rollout.answering(HOSTS, wait=0)
 
 
 def test_a_silent_minion_is_named_with_the_command_for_the_others():
