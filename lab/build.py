@@ -115,6 +115,8 @@ public final class BuildInfo {{
     /** Never logs its started line, health answers 200 (variant silent). */
     public static final boolean NO_STARTED_LINE = {NO_STARTED_LINE};
     public static final long CRASH_DELAY_MS = 1500;
+    /** Start-up takes this long before the service is ready (--ready-delay; 0: none). */
+    public static final long READY_DELAY_MS = {ready_delay_ms};
 }}
 """
 
@@ -161,11 +163,12 @@ def _javac():
     return javac
 
 
-def _cache_key(release, variant, sources, javac):
+def _cache_key(release, variant, sources, javac, ready_delay=0):
     digest = hashlib.sha256()
     real = os.path.realpath(javac)
     st = os.stat(real)
-    for part in (BUILDER_VERSION, release, variant, real, str(st.st_size), str(st.st_mtime_ns)):
+    for part in (BUILDER_VERSION, release, variant, real, str(st.st_size), str(st.st_mtime_ns),
+                 str(ready_delay)):
         digest.update(part.encode() + b"\0")
     for path in sources:
         digest.update(str(path.relative_to(SOURCES)).encode() + b"\0")
@@ -173,18 +176,20 @@ def _cache_key(release, variant, sources, javac):
     return digest.hexdigest()
 
 
-def compile_classes(release, variant, build_root=None):
+def compile_classes(release, variant, build_root=None, ready_delay=0):
     """Compile every service's sources for one variant with a single javac call.
 
     Returns the classes directory ``<build_root>/<variant>-<release>/classes``; reuses it when
-    its recorded cache key (sources, release, variant, javac) still matches.
+    its recorded cache key (sources, release, variant, javac) still matches. ``ready_delay``
+    (seconds, for the benchmark's slow services) goes into ``<variant>-<release>-ready<N>``.
     """
     _check(release, variant, ())
     build_root = pathlib.Path(build_root or DEFAULT_BUILD_ROOT)
-    build_dir = build_root / f"{variant}-{release}"
+    ready_ms = int(round(float(ready_delay) * 1000))
+    build_dir = build_root / (f"{variant}-{release}" + (f"-ready{ready_ms}" if ready_ms else ""))
     javac = _javac()
     sources = _java_sources()
-    key = _cache_key(release, variant, sources, javac)
+    key = _cache_key(release, variant, sources, javac, ready_ms)
     stamp = build_dir / "cache-key"
     if stamp.is_file() and stamp.read_text().strip() == key:
         return build_dir / "classes"
@@ -195,7 +200,8 @@ def compile_classes(release, variant, build_root=None):
         gen = work / "gen" / "lab" / "common" / "BuildInfo.java"
         gen.parent.mkdir(parents=True)
         flags = {k: str(v).lower() for k, v in VARIANTS[variant].items()}
-        gen.write_text(_BUILD_INFO.format(release=release, variant=variant, **flags))
+        gen.write_text(_BUILD_INFO.format(release=release, variant=variant,
+                                          ready_delay_ms=ready_ms, **flags))
         cmd = [
             javac, "--release", "17", "-encoding", "UTF-8", "-nowarn", "-Xlint:none",
             "-implicit:none", "-cp", str(SERVLET_API_JAR), "-d", str(work / "classes"),
@@ -317,14 +323,16 @@ def _write_atomic(path, data):
     os.replace(tmp, path)
 
 
-def build_release(release, variant, out_dir=DEFAULT_OUT, services=None, build_root=None):
-    """Build ``<out_dir>/<release>/<svc>.tar`` (+ ``.sha256``) for each service.
+def build_release(release, variant, out_dir=DEFAULT_OUT, services=None, build_root=None,
+                  ready_delay=0):
+    """Build ``<out_dir>/<release>/<svc>.tar`` (+ ``.sha256``) for each service; with
+    ``ready_delay`` (seconds) each service takes that long to become ready (benchmark only).
 
     Returns ``{service: (tar_path, sha256_hex)}``.
     """
     services = list(SERVICES) if not services else list(dict.fromkeys(services))
     _check(release, variant, services)
-    classes = compile_classes(release, variant, build_root)
+    classes = compile_classes(release, variant, build_root, ready_delay)
     mtime = release_mtime(release)
     target = pathlib.Path(out_dir) / release
     target.mkdir(parents=True, exist_ok=True)
@@ -348,11 +356,14 @@ def main(argv=None):
                         help="service to build (repeatable; default: all four)")
     parser.add_argument("--out", default=str(DEFAULT_OUT),
                         help="output root; archives go to <out>/<release>/ (default: %(default)s)")
+    parser.add_argument("--ready-delay", type=float, default=0, metavar="SECONDS",
+                        help="services take this long to become ready (benchmark only)")
     parser.add_argument("--build-dir", default=str(DEFAULT_BUILD_ROOT),
                         help="compile cache root (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
-        built = build_release(args.release, args.variant, args.out, args.service, args.build_dir)
+        built = build_release(args.release, args.variant, args.out, args.service, args.build_dir,
+                              args.ready_delay)
     except BuildError as exc:
         print(f"build.py: {exc}", file=sys.stderr)
         return 1

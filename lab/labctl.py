@@ -434,6 +434,7 @@ def reset(args):
     hosts = load_hosts()
     stop_pids(lab_jvm_pids())
     ensure_releases()
+    write_pillar(hosts)  # a rebuilt archive (changed sources) gets its sha256 in the pillar
     for host in hosts:
         shutil.rmtree(host["root"], ignore_errors=True)
         provision(host)

@@ -20,6 +20,17 @@ public final class Faults {
                 sig -> log.info(service + " ignoring SIGTERM (variant " + BuildInfo.VARIANT + ")"));
     }
 
+    /** Start-up work of a slow service (lab/build.py --ready-delay): before it is ready. */
+    public static void readyDelay() {
+        if (BuildInfo.READY_DELAY_MS > 0) {
+            try {
+                Thread.sleep(BuildInfo.READY_DELAY_MS);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+    }
+
     /** Whether the started line is written (the silent variant never writes it). */
     public static boolean logsStarted() {
         return !BuildInfo.NO_STARTED_LINE;

@@ -105,6 +105,7 @@ public final class Main {
             }
         }
 
+        Faults.readyDelay(); // before it listens: health does not answer while it starts
         try {
             HttpServer http = HttpServer.create(
                     new InetSocketAddress(InetAddress.getByName(address), port), 16);

@@ -38,6 +38,7 @@ public final class LifecycleListener implements ServletContextListener {
             throw new IllegalStateException(service + " release=" + BuildInfo.RELEASE
                     + " is a broken build: refusing to start");
         }
+        Faults.readyDelay(); // Tomcat serves nothing until this listener returns
         started = true;
         Faults.ignoreTerm(log, service);
         if (Faults.logsStarted()) {
