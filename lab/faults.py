@@ -134,6 +134,12 @@ def lab_up():
                           capture_output=True, text=True, timeout=300)
 
 
+def all_daemons_up():
+    """Whether the master and every lab minion run."""
+    return bool(labctl._daemon_pid(labctl.master_pidfile(), "salt-master")) and all(
+        minion_pid(h["id"]) for h in labctl.load_hosts())
+
+
 def restart_master():
     labctl.stop_master()
     labctl.start_master()

@@ -158,7 +158,9 @@ def host_problems(host, before, bad_backups=()):
     listed = set()
     for item in backups:
         listed.add(item["path"])
-        verdict = salt_call(hid, ["backup.verify"], [str(target), item["tag"]])["backup.verify"]
+        # Quoted: the salt CLI would read a tag like 20170305.1 as a number.
+        verdict = salt_call(hid, ["backup.verify"],
+                            [str(target), json.dumps(item["tag"])])["backup.verify"]
         if isinstance(verdict, dict) and verdict.get("ok"):
             held.append({k: v for k, v in file_map(item["path"]).items() if k != MANIFEST})
         elif item["tag"] not in bad_backups:
