@@ -115,8 +115,6 @@ public final class BuildInfo {{
     /** Never logs its started line, health answers 200 (variant silent). */
     public static final boolean NO_STARTED_LINE = {NO_STARTED_LINE};
     public static final long CRASH_DELAY_MS = 1500;
-    /** Start-up takes this long before the service is ready (--ready-delay; 0: none). */
-    public static final long READY_DELAY_MS = {ready_delay_ms};
 }}
 """
 
@@ -200,8 +198,10 @@ def compile_classes(release, variant, build_root=None, ready_delay=0):
         gen = work / "gen" / "lab" / "common" / "BuildInfo.java"
         gen.parent.mkdir(parents=True)
         flags = {k: str(v).lower() for k, v in VARIANTS[variant].items()}
-        gen.write_text(_BUILD_INFO.format(release=release, variant=variant,
-                                          ready_delay_ms=ready_ms, **flags))
+        source = _BUILD_INFO.format(release=release, variant=variant, **flags)
+        # The class's last member: start-up takes this long before the service is ready.
+        body, _, _ = source.rpartition("}")
+        gen.write_text(body + f"    public static final long READY_DELAY_MS = {ready_ms};\n}}\n")
         cmd = [
             javac, "--release", "17", "-encoding", "UTF-8", "-nowarn", "-Xlint:none",
             "-implicit:none", "-cp", str(SERVLET_API_JAR), "-d", str(work / "classes"),
