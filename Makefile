@@ -58,11 +58,12 @@ faults: deps
 	@$(PY) -m pytest tests/integration/test_faults.py -q; status=$$?; \
 	  $(PY) -m lab.faults table; exit $$status
 
-# Speed and memory targets (figures, not tests): backup vs cp -a; lab-up from nothing, lab
-# memory, upgrade and compliance wall time (rebuilds the lab).
+# Issue 10's figures (not tests; never part of `make test`): orch.upgrade against the no-Salt
+# floor (lab/floor.py), no-op run, downtime, compliance, memory, backup vs cp -a; medians of
+# 3 runs (BENCH_RUNS=N, or QUICK=1 for one) to a table and .bench/latest.json. Takes the lab
+# lock per round and leaves the lab reset to v1.
 bench: deps
-	@$(PY) bench/backup_bench.py
-	@$(PY) bench/lab_bench.py
+	@$(PY) bench/upgrade_bench.py $(if $(QUICK),--quick)
 
 clean: lab-down
 	rm -rf .lab

@@ -1,0 +1,320 @@
+"""`make bench`: issue 10's figures on the lab, several runs each, medians with min-max, as a
+table and as `.bench/latest.json` (details, raw runs and the profile in `.bench/detail.json`).
+
+    .venv/bin/python bench/upgrade_bench.py [--runs 3] [--quick] [--skip-slow] [--skip-backup]
+
+    BENCH_RUNS=1 make bench      # or make bench QUICK=1: one run of each
+
+Every figure is a whole process (`salt-run ...`, `salt ...`, `python -m lab.floor`) timed
+from outside. Each run of a measurement takes the lab lock (`/tmp/lab.lock`, flock) for
+itself only, so other lab users wait minutes, not the whole bench:
+
+- fast round: lab reset to v1 -> `orch.upgrade` v1->v2 with the availability prober and the
+  JSON output (JVM stop and start-to-ready from its state changes) -> lab memory -> a no-op
+  `orch.upgrade` -> `salt '*' test.ping` -> `orch.compliance` -> reset -> the floor
+  (`lab.floor`) -> reset -> `orch.upgrade pillar='{"parallel": false}'`;
+- slow round: v2 rebuilt with services that take 20 s to become ready (lab/build.py
+  --ready-delay), reset -> `orch.upgrade` -> reset -> the floor; the lab's normal v2 and
+  pillar come back with the reset that ends the round;
+- backup: bench/backup_bench.py (backup.create / cp -a, 200 MB, 5,000 files; no lab).
+The bench ends with the lab reset to v1.
+"""
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from lab import build, labctl  # noqa: E402  pylint: disable=wrong-import-position
+from lab.prober import Prober  # noqa: E402  pylint: disable=wrong-import-position
+
+OUT_DIR = labctl.REPO / ".bench"
+LOCK = "/tmp/lab.lock"
+SLOW_READY_S = 20
+# key: (goal as text, test of a median), in the order of the table.
+GOALS = {
+    "upgrade_minus_floor_s": ("<= 3", lambda v: v <= 3),
+    "upgrade_over_floor": (None, None),
+    "upgrade_over_floor_slow": ("<= 1.15", lambda v: v <= 1.15),
+    "noop_upgrade_s": ("<= 4", lambda v: v <= 4),
+    "noop_over_ping": ("<= 3", lambda v: v <= 3),
+    "downtime_excess_s": ("<= 0.5", lambda v: v <= 0.5),
+    "both_down": ("0", lambda v: v == 0),
+    "serial_over_parallel": (None, None),
+    "compliance_s": ("<= 3", lambda v: v <= 3),
+    "lab_rss_mib": (None, None),
+    "backup_over_cp": ("<= 1.3", lambda v: v <= 1.3),
+}
+
+
+@contextlib.contextmanager
+def lab_lock(what):
+    """The lab lock (the same flock(2) lock as `flock /tmp/lab.lock ...`), for one round."""
+    with open(LOCK, "a", encoding="utf-8") as handle:
+        waited = time.monotonic()
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        print(f"  [{what}: lab lock after {time.monotonic() - waited:.0f}s wait, "
+              f"load {os.getloadavg()[0]:.2f}]", flush=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def timed(*argv, timeout=1800):
+    """(seconds, CompletedProcess) of one whole process run from the repo root."""
+    env = {**os.environ, "PATH": f"{labctl.VENV_BIN}:{os.environ.get('PATH', '')}"}
+    began = time.monotonic()
+    proc = subprocess.run(list(argv), cwd=labctl.REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    return time.monotonic() - began, proc
+
+
+def must(seconds_proc, what):
+    seconds, proc = seconds_proc
+    if proc.returncode != 0:
+        print(proc.stdout[-3000:], proc.stderr[-2000:], file=sys.stderr)
+        raise SystemExit(f"bench: {what} failed (exit {proc.returncode})")
+    return seconds, proc
+
+
+def reset():
+    """Every lab host back to v1 (make lab-reset), its chatter kept off the table."""
+    _quiet(labctl.reset)
+
+
+def _quiet(func):
+    with open(os.devnull, "w", encoding="utf-8") as devnull, contextlib.redirect_stdout(devnull):
+        func(None)
+
+
+def orchestrate(sls, *extra):
+    return timed("salt-run", "--out=json", "state.orchestrate", sls, *extra)
+
+
+def floor():
+    return timed(str(labctl.VENV_BIN / "python"), "-m", "lab.floor")
+
+
+# ---------------------------------------------------------------- reading the run's JSON
+
+
+def _state_id(key):
+    return key.split("_|-")[1] if "_|-" in key else key
+
+
+def orch_steps(stdout):
+    """{orchestration step id: ret} from `salt-run --out=json state.orchestrate`."""
+    data = json.loads(stdout)
+    data = data.get("data", data)
+    steps = {}
+    for minion_ret in data.values():
+        if isinstance(minion_ret, dict):
+            for key, ret in minion_ret.items():
+                if isinstance(ret, dict):
+                    steps[_state_id(key)] = ret
+    return steps
+
+
+def host_states(step):
+    """{minion: {state id: ret}} of one salt.state step."""
+    ret = (step.get("changes") or {}).get("ret") or {}
+    return {minion: {_state_id(k): v for k, v in states.items()}
+            for minion, states in ret.items() if isinstance(states, dict)}
+
+
+def jvm_seconds(steps):
+    """{host: stop seconds + start-to-ready seconds} from the states' own changes."""
+    found = {}
+    for sid, step in steps.items():
+        if not sid.startswith("upgrade-"):
+            continue
+        for minion, states in host_states(step).items():
+            stop = ((states.get("stopped") or {}).get("changes") or {}).get("stopped") or {}
+            ready = ((states.get("ready") or {}).get("changes") or {}).get("started") or {}
+            if "seconds" in stop and "seconds" in ready:
+                found[minion] = stop["seconds"] + ready["seconds"]
+    return found
+
+
+def profile(steps):
+    """Where the orchestration's seconds go: each orchestration step (start offset and
+    duration) and, per host, the minion's states against the salt.state step around them."""
+    def start_s(ret):
+        text = ret.get("start_time") or "00:00:00.0"
+        h, m, s = text.split(":")
+        return int(h) * 3600 + int(m) * 60 + float(s)
+
+    if not steps:
+        return {}
+    t0 = min(start_s(r) for r in steps.values())
+    rows = []
+    for sid, ret in steps.items():
+        row = {"step": sid, "start_s": round(start_s(ret) - t0, 3),
+               "seconds": round((ret.get("duration") or 0) / 1000, 3), "result": ret.get("result")}
+        states = host_states(ret)
+        if states and sid.startswith(("upgrade-", "preflight")):
+            work = {}
+            for minion, minion_states in states.items():
+                per = {k: round((v.get("duration") or 0) / 1000, 3)
+                       for k, v in minion_states.items() if isinstance(v, dict)}
+                work[minion] = {"states_s": round(sum(per.values()), 3), "per_state": per}
+            row["minions"] = work
+            if len(work) == 1:
+                only = next(iter(work.values()))
+                row["salt_overhead_s"] = round(row["seconds"] - only["states_s"], 3)
+        rows.append(row)
+    rows.sort(key=lambda r: r["start_s"])
+    return {"steps": rows}
+
+
+# ---------------------------------------------------------------- rounds
+
+
+def fast_round(figures, detail, keep_json):
+    with lab_lock("fast round"):
+        reset()
+        with Prober() as probe:
+            up_s, up = must(orchestrate("orch.upgrade"), "orch.upgrade")
+        seen = probe.report()
+        steps = orch_steps(up.stdout)
+        jvm = jvm_seconds(steps)
+        excess = {h: round(seen["hosts"][h]["down_s"] - s, 3) for h, s in jvm.items()}
+        mem = labctl.memory()
+        noop_s, _ = must(orchestrate("orch.upgrade"), "no-op orch.upgrade")
+        ping_s, _ = must(timed("salt", "*", "test.ping"), "salt '*' test.ping")
+        comp_s, comp = orchestrate("orch.compliance")
+        reset()
+        floor_s, fl = must(floor(), "lab.floor")
+        reset()
+        serial_s, _ = must(orchestrate("orch.upgrade", 'pillar={"parallel": false}'),
+                           "orch.upgrade parallel: false")
+    figures["upgrade_minus_floor_s"].append(up_s - floor_s)
+    figures["upgrade_over_floor"].append(up_s / floor_s)
+    figures["noop_upgrade_s"].append(noop_s)
+    figures["noop_over_ping"].append(noop_s / ping_s)
+    figures["downtime_excess_s"].append(max(excess.values()) if excess else float("nan"))
+    figures["both_down"].append(seen["both_down"])
+    figures["serial_over_parallel"].append(serial_s / up_s)
+    figures["compliance_s"].append(comp_s)
+    figures["lab_rss_mib"].append(mem["total"]["rss_mib"])
+    detail["runs"].append({
+        "round": "fast", "load": os.getloadavg()[0], "upgrade_s": up_s, "floor_s": floor_s,
+        "noop_s": noop_s, "ping_s": ping_s, "compliance_s": comp_s,
+        "compliance_rc": comp.returncode, "serial_s": serial_s, "memory": mem,
+        "downtime_by_prober": {h: r["down_s"] for h, r in seen["hosts"].items()},
+        "jvm_stop_plus_ready": jvm, "downtime_excess": excess, "floor_stdout": fl.stdout,
+        "profile": profile(steps)})
+    if keep_json:
+        (OUT_DIR / "upgrade-run.json").write_text(up.stdout)
+
+
+def slow_build():
+    """v2 rebuilt with services that take SLOW_READY_S to become ready; pillar to match."""
+    build.build_release(labctl.RELEASE_V2, "v2", labctl.ARTIFACTS, ready_delay=SLOW_READY_S)
+    labctl.write_pillar(labctl.load_hosts())
+
+
+def slow_round(figures, detail):
+    with lab_lock("slow round"):
+        try:
+            reset()
+            slow_build()
+            up_s, _ = must(orchestrate("orch.upgrade"), "orch.upgrade (slow services)")
+            reset()
+            slow_build()
+            floor_s, _ = must(floor(), "lab.floor (slow services)")
+        finally:
+            reset()  # the normal v2 archives and the pillar's sha256 come back with it
+    figures["upgrade_over_floor_slow"].append(up_s / floor_s)
+    detail["runs"].append({"round": "slow", "ready_delay_s": SLOW_READY_S, "upgrade_s": up_s,
+                           "floor_s": floor_s, "load": os.getloadavg()[0]})
+
+
+def backup_round(figures, detail, runs):
+    out = OUT_DIR / "backup.json"
+    _, proc = timed(str(labctl.VENV_BIN / "python"), "bench/backup_bench.py", "--runs",
+                    str(runs), "--json", str(out))
+    data = json.loads(out.read_text())
+    figures["backup_over_cp"].extend(data["ratios"])
+    detail["backup"] = {**data, "stdout": proc.stdout}
+
+
+# ---------------------------------------------------------------- report
+
+
+def summarise(figures):
+    result = {}
+    for key, (goal, test) in GOALS.items():
+        values = [v for v in figures.get(key, []) if v == v]  # drop NaN
+        if not values:
+            result[key] = {"median": None, "min": None, "max": None, "runs": 0, "goal": goal,
+                           "met": None}
+            continue
+        median = statistics.median(values)
+        result[key] = {"median": round(median, 3), "min": round(min(values), 3),
+                       "max": round(max(values), 3), "runs": len(values), "goal": goal,
+                       "met": bool(test(median)) if test else None}
+    return result
+
+
+def table(result, load):
+    lines = [f"{'FIGURE':<25} {'MEDIAN':>9} {'MIN-MAX':>19} {'GOAL':>8}  MET  RUNS"]
+    for key, row in result.items():
+        if row["median"] is None:
+            lines.append(f"{key:<25} {'-':>9} {'-':>19} {row['goal'] or '-':>8}  -    0")
+            continue
+        met = {True: "yes", False: "NO", None: "-"}[row["met"]]
+        lines.append(f"{key:<25} {row['median']:>9.3f} {row['min']:>9.3f}-{row['max']:<9.3f}"
+                     f" {row['goal'] or '-':>8}  {met:<4} {row['runs']}")
+    lines.append(f"load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f} "
+                 f"on {os.cpu_count()} cpus")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", 3)))
+    parser.add_argument("--quick", action="store_true", help="one run of each")
+    parser.add_argument("--skip-slow", action="store_true", help="no 20 s-services round")
+    parser.add_argument("--skip-backup", action="store_true", help="no backup/cp round")
+    args = parser.parse_args(argv)
+    runs = 1 if args.quick else max(args.runs, 1)
+    os.chdir(labctl.REPO)
+    OUT_DIR.mkdir(exist_ok=True)
+    load_start = os.getloadavg()[0]
+    figures = {key: [] for key in GOALS}
+    detail = {"runs": [], "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with lab_lock("lab up"):
+        _quiet(labctl.up)
+    for run in range(runs):
+        print(f"run {run + 1}/{runs}: fast round", flush=True)
+        fast_round(figures, detail, keep_json=run == 0)
+        if not args.skip_slow:
+            print(f"run {run + 1}/{runs}: slow round ({SLOW_READY_S} s services)", flush=True)
+            slow_round(figures, detail)
+    if not args.skip_backup:
+        print("backup.create / cp -a", flush=True)
+        backup_round(figures, detail, runs)
+    with lab_lock("final reset"):
+        reset()
+    result = summarise(figures)
+    load = (load_start, os.getloadavg()[0])
+    detail.update(figures=figures, load=load, summary=result)
+    (OUT_DIR / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+    (OUT_DIR / "detail.json").write_text(json.dumps(detail, indent=2, default=str) + "\n")
+    print(table(result, load))
+    print(f"written: {OUT_DIR / 'latest.json'} (details: {OUT_DIR / 'detail.json'})")
+    return 0 if all(r["met"] is not False for r in result.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
