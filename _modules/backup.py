@@ -99,7 +99,11 @@ def _check_tag(tag, path=None):
         if isinstance(tag, int) and not isinstance(tag, bool) and tag >= 0:
             tag = str(tag)
         else:
-            raise _sie(f"tag must be a string, got {tag!r}", path, tag)
+            # 20170220.1 (a backup <dir>_<tag>.<n>) arrives as a float: say how to quote it.
+            raise _sie(
+                f"tag must be a string, got {tag!r} (quote it on the CLI: \"'20170220.1'\")",
+                path, tag,
+            )
     if not __utils__['rollout_ids.is_name'](tag):
         raise _sie(
             f"invalid tag {tag!r}: must match {__utils__['rollout_ids.name_pattern']()}", path, tag
