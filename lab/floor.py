@@ -589,8 +589,8 @@ def run(hosts, batch=1, t0=None):
             return
         try:
             report["hosts"][host["id"]] = upgrade_host(host, pres[host["id"]], t0)
-        except Failed as exc:
-            report["failed"][host["id"]] = str(exc)
+        except Exception as exc:  # pylint: disable=broad-except  # a thread must not die mute
+            report["failed"][host["id"]] = str(exc) if isinstance(exc, Failed) else repr(exc)
 
     def service(groups):
         for group in groups:
