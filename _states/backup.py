@@ -67,12 +67,14 @@ def present(name, tag, meta=None):
         return ret
 
     summary = {"path": res["path"], "files": res["files"], "bytes": res["bytes"]}
+    # Why a <name>_<tag>.<n> was needed: the live tree differs from the tag's backup(s).
+    why = f"; {res['reason']}" if res.get("reason") else ""
     if test:
         ret["result"] = None
         ret["changes"] = {"backup": summary}
         ret["comment"] = (
             f"would back up {name} to {res['path']} "
-            f"({res['files']} files, {res['bytes']} bytes)"
+            f"({res['files']} files, {res['bytes']} bytes){why}"
         )
         return ret
 
@@ -80,7 +82,7 @@ def present(name, tag, meta=None):
     ret["changes"] = {"backup": summary}
     ret["comment"] = (
         f"Backed up {name} to {res['path']} ({res['files']} files, {res['bytes']} bytes) "
-        f"in {res['seconds']}s"
+        f"in {res['seconds']}s{why}"
     )
     if res.get("skipped"):
         ret["comment"] += f"; special files not copied: {', '.join(res['skipped'])}"
@@ -133,6 +135,9 @@ def restored(name, tag):
         f"Restored {name} from {res['from']} ({res['files']} files; replaced tree "
         f"differed: {counts}) in {res['seconds']}s"
     )
+    if res.get("held_by"):
+        change["replaced_tree_in"] = res["held_by"]
+        ret["comment"] += f"; the replaced tree is held by {res['held_by']}"
     return ret
 
 
