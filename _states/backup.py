@@ -136,7 +136,6 @@ def restored(name, tag):
         f"differed: {counts}) in {res['seconds']}s"
     )
     if res.get("held_by"):
-        change["replaced_tree_in"] = res["held_by"]
         ret["comment"] += f"; the replaced tree is held by {res['held_by']}"
     return ret
 
