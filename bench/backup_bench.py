@@ -150,7 +150,9 @@ def load_backup_module():
             "cachedir": tempfile.mkdtemp(prefix="backup-bench-cache-"),
         }
     )
-    mods = salt.loader.minion_mods(opts, whitelist=["backup"])
+    # backup reaches the shared tree helpers (<repo>/_utils) through __utils__.
+    utils = salt.loader.utils(opts)
+    mods = salt.loader.minion_mods(opts, utils=utils, whitelist=["backup"])
     return mods, opts["cachedir"]
 
 
