@@ -6,7 +6,7 @@ host (or the master) and is undone by the caller (context managers undo themselv
 - :func:`reset_hosts`: given hosts back to release v1 as deployed by hand, optionally with
   another release's tree put in by hand (e.g. a JVM that ignores SIGTERM);
 - :func:`kill_minion` / :func:`minion_pid`: a lab host's salt-minion (and its job processes,
-  never the service's JVM) killed by pid; ``labctl up`` brings it back;
+  never the service's JVM) killed by pid; :func:`minion_up` (or ``labctl up``) brings it back;
 - :func:`kill_jobs_in`: SIGKILL of the minion job that has files open under a path (power
   loss in the middle of a copy);
 - :func:`small_disk`: a small tmpfs mounted as a lab host's ``/home`` (ENOSPC), the host
@@ -134,6 +134,18 @@ def lab_up():
                           capture_output=True, text=True, timeout=300)
 
 
+def minion_up(host_id, timeout=60):
+    """Start a lab host's stopped minion (what ``labctl up`` does for it) and wait until it
+    answers the master."""
+    labctl.start_minion(host_id)
+    wait_minions([host_id], timeout)
+
+
+def wait_minions(ids=None, timeout=90):
+    ids = ids or [h["id"] for h in labctl.load_hosts()]
+    labctl.wait_for(lambda: labctl.ping_all(ids), timeout, "minions to answer: " + ", ".join(ids))
+
+
 def all_daemons_up():
     """Whether the master and every lab minion run."""
     return bool(labctl._daemon_pid(labctl.master_pidfile(), "salt-master")) and all(
@@ -207,6 +219,14 @@ def flip_byte(path, offset=None):
 def clear_results():
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("[]\n")
+    for old in RESULTS.parent.glob("*.out"):
+        old.unlink()
+
+
+def save_output(name, *texts):
+    """Keep a run's output for whoever reads the table: ``.lab/faults/<name>.out``."""
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    (RESULTS.parent / f"{name}.out").write_text("\n".join(t or "" for t in texts))
 
 
 def add_result(row):
