@@ -360,8 +360,10 @@ def test_f03_a_minion_down_before_the_run_refuses_before_anything(lab, hosts, ro
     finally:
         faults.minion_up("schedule-res-2")
     after = snapshot(res)
-    named = [v.get("comment", "") for v in steps_of(proc.stdout).values()
-             if "schedule-res-2" in str(v.get("comment", ""))]
+    # A failed master-side step (salt.runner) carries its message in changes.return.
+    said = [f"{v.get('comment', '')} {(v.get('changes') or {}).get('return', '')}"
+            for v in steps_of(proc.stdout).values() if v.get("result") is False]
+    named = [text for text in said if "schedule-res-2" in text]
     r["observed"] = f"rc={proc.returncode}: {excerpt(named[0] if named else text_of(proc)[-300:])}"
     r["both-down instants"] = both_down(probe, "schedule-res")
     r.expect(proc.returncode != 0, "exit status 0")
