@@ -348,19 +348,35 @@ def stage(host, pre):
     return staging
 
 
+def _alive(proc):
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+
+
+def _wait_gone(procs, timeout):
+    """Poll until the processes are gone (a zombie is gone: the lab's init reaps late)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        procs = [p for p in procs if _alive(p)]
+        if not procs or time.monotonic() >= deadline:
+            return procs
+        time.sleep(POLL / 5)
+
+
 def stop(host, pre):
     """The JVM found at pre-flight: its signal, wait (polled), SIGKILL after its timeout."""
-    procs = [p for p in pre["jvms"] if p.is_running()]
+    procs = [p for p in pre["jvms"] if _alive(p)]
     sig = getattr(signal, "SIG" + str(host["stop"]["signal"]).upper().removeprefix("SIG"))
     for proc in procs:
         proc.send_signal(sig)
-    # psutil polls a process that is not our child at least every 40 ms.
-    _, alive = psutil.wait_procs(procs, timeout=host["stop"]["timeout"])
+    alive = _wait_gone(procs, host["stop"]["timeout"])
     outcome = sig.name
     if alive:
         for proc in alive:
             proc.kill()
-        _, alive = psutil.wait_procs(alive, timeout=10)
+        alive = _wait_gone(alive, 10)
         outcome = f"{sig.name} ignored, SIGKILL"
     if alive:
         raise Failed(f"{host['id']}: pid(s) {[p.pid for p in alive]} survive SIGKILL")
@@ -431,13 +447,6 @@ def http_get(url, timeout=1.0):
         return None, type(exc).__name__
     finally:
         conn.close()
-
-
-def _alive(proc):
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _fatal(host, path, line):
