@@ -174,6 +174,10 @@ def acquire(kind, owner, hosts=None):
     hosts
         The minion ids the run works on (the compliance check skips them meanwhile).
 
+    The holder is the process that runs this function: an orchestration step's is the
+    process running the orchestration. Run alone from the CLI, the lock is stale as soon as
+    that ``salt-run`` exits (handy to see the refusal or takeover, not to block runs).
+
     CLI Example:
 
     .. code-block:: bash

@@ -54,8 +54,8 @@ def run():
                 {"sls": "release.rollback"},
                 {"pillar": passthrough},
                 {"expect_minions": True},
+                {"require": requires},
             ]
-            args.append({"require": requires})
             if parallel:
                 args.append({"parallel": True})
             states[f"rollback-{host}"] = {"salt.state": args}
