@@ -456,8 +456,7 @@ def _fatal(host, path, line):
 
 
 def ready_gate(host, logs, launcher):
-    """Poll until every ready pattern was logged after the offsets and health answers 200.
-    Returns the JVM processes (for the settle time)."""
+    """Poll until every ready pattern was logged after the offsets and health answers 200."""
     deadline = time.monotonic() + host["ready_timeout"]
     missing = list(host["ready"])
     while True:
@@ -465,9 +464,7 @@ def ready_gate(host, logs, launcher):
             _fatal(host, path, line)
             missing = [(log, rx) for log, rx in missing if not (log == path and rx.search(line))]
         if not missing and http_get(host["health_url"])[0] == 200:
-            jvms = [psutil.Process(pid) for pid in labctl.service_pids(host["lab"])]
-            if jvms:
-                return jvms
+            return
         # sh startup.sh becomes the JVM: its exit is a failed start (Tomcat's exits at once;
         # poll() also reaps it).
         if launcher.poll() is not None and host["start"][0] == "sh":
@@ -478,10 +475,14 @@ def ready_gate(host, logs, launcher):
         time.sleep(POLL)
 
 
-def settle_and_check(host, logs, launcher, jvms):
+def settle_and_check(host, logs, launcher):
     """Through the settle time: JVM alive, health 200, no fatal line; meanwhile the fixed
     issues: HTTP checks once, money lines counted from the start offset."""
     settle_end = time.monotonic() + host["settle"]
+    # The JVM that answered (found once, after the downtime ended).
+    jvms = [psutil.Process(pid) for pid in labctl.service_pids(host["lab"])]
+    if not jvms:
+        raise Failed(f"{host['id']}: ready, but no JVM of the service found")
     deadline = settle_end + CHECK_TIMEOUT
     pending = {c["id"]: c for c in host["checks"]}
     counts = {cid: 0 for cid in pending}
@@ -559,9 +560,9 @@ def upgrade_host(host, pre, t0):
     offsets, launcher = timed("start", start, host)
     shutil.rmtree(previous)  # while the JVM starts, outside the downtime's critical path
     logs = Logs(offsets)
-    jvms = timed("ready", ready_gate, host, logs, launcher)
+    timed("ready", ready_gate, host, logs, launcher)
     times["downtime"] = round(time.monotonic() - down_from, 3)
-    timed("settle+checks", settle_and_check, host, logs, launcher, jvms)
+    timed("settle+checks", settle_and_check, host, logs, launcher)
     times["pruned"] = timed("prune", prune, host)
     times["ended"] = round(time.monotonic() - t0, 3)
     return times
