@@ -331,3 +331,15 @@ def test_table():
     assert "schedule-res-2 jvm-single: expected want-jvm-single; found 2 JVMs: pids 11, 12" in lines
     assert "ecmc-1 minion: expected a compliance.check report; found did not return within 15s" in lines
     assert lines[-1].startswith("SKIPPED ecmc-2: upgrade in progress")
+
+
+def test_the_master_schedule_runs_this_runner_directly():
+    import yaml
+
+    from tests.conftest import REPO_ROOT
+
+    schedule = yaml.safe_load((REPO_ROOT / "etc" / "salt" / "master").read_text())["schedule"]
+    job = schedule["compliance"]
+    assert job["function"] == "compliance.report"
+    assert callable(getattr(runner, job["function"].split(".", 1)[1]))
+    assert job["maxrunning"] == 1
