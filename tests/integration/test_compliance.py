@@ -190,6 +190,7 @@ def test_hosts_under_an_upgrade_are_skipped_not_drift(v2_lab, hosts):
         proc, controls, summary, _ = check(v2_lab)
     finally:
         assert upgrade.wait(300) == 0
+    assert not lock.exists()  # a passed run gives the lock back in its last step
     assert proc.returncode == 0, proc.stdout[-3000:]
     skipped = {h for (h, _), c in controls.items() if c["status"] == "skipped"}
     assert skipped == {"ecmc-1", "ecmc-2"}
