@@ -615,8 +615,10 @@ def manifest(path, tag):
 def list_(path):
     """
     List the backups of ``path`` (``<path>_*`` directories holding a manifest), newest
-    first: ``[{"tag", "path", "created", "files", "bytes", "meta"}]``. Directories without a
-    readable manifest (e.g. old hand-made ``cp -R`` copies) are not listed.
+    first: ``[{"tag", "family", "path", "created", "files", "bytes", "meta"}]``. ``family``
+    is the tag a ``<path>_<tag>.<n>`` belongs to (the tag itself for ``<path>_<tag>``):
+    one family is one upgrade's or rollback's trees. Directories without a readable
+    manifest (e.g. old hand-made ``cp -R`` copies) are not listed.
 
     path
         Absolute path of the program directory.
@@ -663,6 +665,12 @@ def list_(path):
                 "meta": data.get("meta"),
             }
         )
+    tags = {item["tag"] for item in found}
+    for item in found:
+        # 2017.02.20 is a tag of its own, not the 20th tree of 2017.02: only when that tag's
+        # own backup exists is <tag>.<n> of its family.
+        family = _family_of(item["tag"])
+        item["family"] = family if family in tags else item["tag"]
     found.sort(key=lambda item: (str(item["created"] or ""), item["tag"]), reverse=True)
     return found
 
@@ -909,6 +917,12 @@ def prune(path, keep=3, protect=None, test=False):
     return {"deleted": deleted, "kept": kept}
 
 
+def _family_of(tag):
+    """``20170220`` for ``20170220.1`` (a later tree under that tag), else the tag itself."""
+    base, _, suffix = tag.rpartition(".")
+    return base if base and suffix.isdigit() else tag
+
+
 def _select_prune(tags_newest_first, keep, protect):
     """
     Split tags (newest first) into (delete, kept): keep the ``keep`` newest, never the
@@ -919,8 +933,7 @@ def _select_prune(tags_newest_first, keep, protect):
     protect = set(protect or ())
 
     def _protected(tag):
-        base, _, suffix = tag.rpartition(".")
-        return tag in protect or (suffix.isdigit() and base in protect)
+        return tag in protect or _family_of(tag) in protect
 
     delete, kept = [], []
     for index, tag in enumerate(tags_newest_first):

@@ -599,3 +599,12 @@ def test_backup_killed_mid_copy_is_never_taken_for_a_good_backup(modules, ecsc, 
     res = modules.backup.create(str(ecsc), "v2")
     assert res["created"] is True and modules.backup.verify(str(ecsc), "v2")["ok"] is True
     assert sorted(p.name for p in home.iterdir()) == ["ecsc", "ecsc_v2"]
+
+
+def test_list_names_the_family_of_later_trees(modules, ecsc, home):
+    _backups(modules, ecsc, ["v1"])
+    (ecsc / "lib" / "hotfix.jar").write_bytes(b"x")
+    modules.backup.create(str(ecsc), "v1")
+    _backups(modules, ecsc, ["2017.02.20"])
+    listed = {item["tag"]: item["family"] for item in modules.backup.list(str(ecsc))}
+    assert listed == {"v1": "v1", "v1.1": "v1", "2017.02.20": "2017.02.20"}
