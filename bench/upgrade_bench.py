@@ -330,7 +330,9 @@ def main(argv=None):
         fast_round(figures, detail, keep_json=run == 0, last=args.skip_slow and run == runs - 1)
         if not args.skip_slow:
             print(f"run {run + 1}/{runs}: slow round ({SLOW_READY_S} s services)", flush=True)
+            (OUT_DIR / "partial.json").write_text(json.dumps(figures, indent=2) + "\n")
             slow_round(figures, detail)
+        (OUT_DIR / "partial.json").write_text(json.dumps(figures, indent=2) + "\n")
     if not args.skip_backup:
         print("backup.create / cp -a", flush=True)
         backup_round(figures, detail, runs)
