@@ -122,6 +122,20 @@ def failed_comments(steps, host):
     return found or [str(step.get("comment", ""))]
 
 
+def why_failed(stdout):
+    """The first failed step's own reason (not a requisite's); a runner step's is in its
+    changes.return; of a traceback, its last line."""
+    for step in steps_of(stdout).values():
+        comment = str(step.get("comment", ""))
+        if step.get("result") is False and not comment.startswith("One or more requisite"):
+            said = str((step.get("changes") or {}).get("return") or "") or comment
+            if "Traceback" in said:
+                lines = [ln for ln in said.splitlines() if ln.strip()]
+                said = said.split("Traceback")[0] + " ... " + (lines[-1] if lines else "")
+            return said
+    return ""
+
+
 def excerpt(text, limit=160):
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[:limit] + "..."
@@ -364,7 +378,7 @@ def test_f03_a_minion_down_before_the_run_refuses_before_anything(lab, hosts, ro
     said = [f"{v.get('comment', '')} {(v.get('changes') or {}).get('return', '')}"
             for v in steps_of(proc.stdout).values() if v.get("result") is False]
     named = [text for text in said if "schedule-res-2" in text]
-    r["observed"] = f"rc={proc.returncode}: {excerpt(named[0] if named else text_of(proc)[-300:])}"
+    r["observed"] = f"rc={proc.returncode}: {excerpt(why_failed(proc.stdout), 260)}"
     r["both-down instants"] = both_down(probe, "schedule-res")
     r.expect(proc.returncode != 0, "exit status 0")
     r.expect(bool(named), "no step names schedule-res-2")
@@ -486,7 +500,8 @@ def test_f06_master_restarted_mid_run(lab, hosts, row):
     faults.save_output("f06", run.stdout, run.stderr)
     out = run.stdout + run.stderr
     r["observed"] = (f"restarted at staged: {restarted.is_set()}; rc={rc}: "
-                     f"{excerpt(out[-200:])}; re-run rc={again.returncode}")
+                     f"{excerpt(why_failed(run.stdout) or out[-200:])}; re-run "
+                     f"rc={again.returncode}")
     r["both-down instants"] = both_down(probe, "schedule")
     r.expect(restarted.is_set(), "master not restarted (no staged event)")
     r.expect(rc == 0 or (isinstance(rc, int) and out.strip()), "the run hung or said nothing")
