@@ -231,7 +231,7 @@ def save_output(name, *texts):
 
 def add_result(row):
     rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    rows.append({k: row.get(k) for k in COLUMNS})
+    rows.append({k: row.get(k) for k in COLUMNS + ("phases",)})
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
 

@@ -53,10 +53,15 @@ def _args(sls, pillar):
 
 def orchestrate(sls, pillar=None, timeout=600, name=None):
     """Run salt-run to its end; with ``name`` its output is kept in .lab/faults/<name>.out."""
+    t0 = time.monotonic()
     proc = run_cli(*_args(sls, pillar), timeout=timeout)
+    RUN_SECONDS[name or sls] = round(time.monotonic() - t0, 1)
     if name:
         faults.save_output(name, proc.stdout, proc.stderr)
     return proc
+
+
+RUN_SECONDS = {}  # salt-run wall time per run of the current test (results.json "phases")
 
 
 class Run:
@@ -178,8 +183,10 @@ def row(request):
         made[-1].t0 = time.monotonic()
         return made[-1]
 
+    RUN_SECONDS.clear()
     yield new
     for r in made:
+        r["phases"] = dict(RUN_SECONDS)
         r.setdefault("seconds", round(time.monotonic() - r.t0, 1))
         if not r.done:
             r["observed"] = f"{r.get('observed', '')} | test stopped early (see pytest output)"
