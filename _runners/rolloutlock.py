@@ -198,7 +198,8 @@ def acquire(kind, owner, hosts=None):
             why = _gone(current)
             if why is None:
                 raise CommandExecutionError(
-                    f"the rollout lock is held by another run: {_describe(current)} "
+                    f"another {current.get('kind') or 'rollout'} is running, the rollout lock "
+                    f"is held by it: {_describe(current)} "
                     f"(owner {current.get('owner')}); one upgrade or rollback at a time. "
                     f"Wait for it, or if that process is stuck, stop it; lock {path}"
                 )
