@@ -241,11 +241,14 @@ def _backup(ctx):
 
 
 def _retention(ctx):
+    # Retention counts upgrades, not directories: <tag>.<n> copies (a tree a swap or restore
+    # replaced) belong to the family of <tag>.
     keep = ctx["host"]["keep_backups"]
     tags = [item["tag"] for item in ctx["backups"].get()]
+    families = list(dict.fromkeys(item.get("family") or item["tag"] for item in ctx["backups"].get()))
     expected = f"at most {keep} backups"
-    found = f"{len(tags)} backups" + (f": {', '.join(tags)}" if tags else "")
-    return (PASSED if len(tags) <= keep else FAILED), expected, found, tags
+    found = f"{len(families)} backups" + (f": {', '.join(tags)}" if tags else "")
+    return (PASSED if len(families) <= keep else FAILED), expected, found, tags
 
 
 def _no_leftovers(ctx):

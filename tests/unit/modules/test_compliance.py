@@ -336,3 +336,15 @@ def test_a_stranger_alone_is_not_running(salt_funcs):
     _, ctl = run_check()
     assert ctl["jvm-single"]["status"] == "failed"
     assert ctl["jvm-single"]["found"] == "not running; not the service: pid 9 (x: other user)"
+
+
+def test_retention_counts_families_not_directories(salt_funcs):
+    # A <tag>.<n> copy (the tree a swap or restore replaced) belongs to <tag>'s upgrade.
+    listing = [{"tag": RELEASE, "family": RELEASE}, {"tag": f"{RELEASE}.1", "family": RELEASE},
+               {"tag": "20161201", "family": "20161201"}]
+    salt_funcs["backup.list"].return_value = listing
+    salt_funcs["inventory.host"].return_value = host_conf(keep_backups=2)
+    _, ctl = run_check()
+    assert ctl["retention"]["status"] == "passed"
+    assert ctl["retention"]["found"].startswith("2 backups")
+    assert f"{RELEASE}.1" in ctl["retention"]["found"]
