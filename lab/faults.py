@@ -248,8 +248,12 @@ def format_table(rows):
         text = "-" if value is None else " ".join(str(value).split())
         return text if len(text) <= 300 else text[:297] + "..."
 
+    def number(row):  # rows in fault order, whatever order the tests ran in
+        head = str(row.get("fault", "")).split(" ", 1)[0]
+        return int(head) if head.isdigit() else 999
+
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in rows:
+    for row in sorted(rows, key=number):
         lines.append("| " + " | ".join(cell(row.get(k)).replace("|", "/") for k in COLUMNS)
                      + " |")
     return "\n".join(lines)
