@@ -175,9 +175,12 @@ def host_problems(host, before, bad_backups=()):
             and _by_hand_release(before["tree"], host["service"]) is None):
         problems.append(f"{hid}: the tree it ran before the fault is neither live, nor in a "
                         f"verified backup, nor a release archive")
+    # A leftover may be cut short (e.g. a .previous whose removal was interrupted): it loses
+    # nothing when each of its files is in a held tree.
     for path in leftovers:
         if os.path.isdir(path) and not path.endswith(".staging"):
-            if file_map(path) not in held:
+            left = file_map(path).items()
+            if not any(left <= tree.items() for tree in held):
                 problems.append(f"{hid}: leftover tree {path} is held by no backup")
     return problems
 

@@ -167,8 +167,13 @@ class Row(dict):
         for problem in problems:
             self.failed.append("lost: " + problem)
 
-    def finish(self):
+    def finish(self, known_gaps=None):
+        """Fail with every unmet expectation; when each of them is a known product gap
+        (``{expectation: reason}``), xfail with the reasons instead."""
         self.done = True
+        if self.failed and known_gaps and all(f in known_gaps for f in self.failed):
+            self["observed"] = f"{self.get('observed', '')} | XFAIL: " + "; ".join(self.failed)
+            pytest.xfail("; ".join(known_gaps[f] for f in self.failed))
         if self.failed:
             self["observed"] = f"{self.get('observed', '')} | FAILED: " + "; ".join(self.failed)
             pytest.fail("\n".join(self.failed) + f"\nobserved: {self.get('observed')}")
@@ -442,7 +447,10 @@ def test_f04_minion_killed_between_stop_and_ready(lab, hosts, row):
              "the step is not named")
     r.expect(again.returncode == 0, f"re-run failed: {excerpt(text_of(again)[-400:])}")
     r.lost(partners + nothing_lost(hosts, before, ["schedule-1", "schedule-2"]))
-    r.finish()
+    r.finish(known_gaps={"the step is not named": (
+        "product gap (orchestration, not this suite): a minion that dies mid-run is reported "
+        "only as 'Minion schedule-1 did not return a state result.', without the step it had "
+        "reached (its progress events say: stopped)")})
 
 
 def test_f05_salt_run_killed_mid_run(lab, hosts, row):
