@@ -434,10 +434,12 @@ def test_f04_minion_killed_between_stop_and_ready(lab, hosts, row):
         partners = stopped_partners(hosts, before, ["schedule-2"])
         faults.minion_up("schedule-1")
         again = orchestrate("orch.upgrade", pillar, name="f04-rerun")
+    left_after = _where_left(hosts["schedule-1"])
     steps = steps_of(proc.stdout)
     why = failed_comments(steps, "schedule-1")
     r["observed"] = (f"killed {'at stopped' if killed else 'NEVER'}; rc={proc.returncode}: "
-                     f"{excerpt(why[0], 120)}; left: {left}; re-run rc={again.returncode}")
+                     f"{excerpt(why[0], 120)}; left: {left}; re-run rc={again.returncode}, then "
+                     f"{left_after}")
     r["both-down instants"] = both_down(probe, "schedule")
     r.expect(bool(killed), "the minion was not killed (no stopped event)")
     r.expect(proc.returncode != 0, "run exit status 0")
