@@ -57,7 +57,7 @@ import yaml
 from lab import labctl
 
 POLL = 0.05  # seconds between two looks at anything we wait for
-# As _modules/inventory.py DEFAULTS and javaservice.DEFAULT_FATAL (tests/unit/test_floor.py
+# As _modules/inventory.py DEFAULTS and javaservice.DEFAULT_FATAL (tests/unit/lab/test_floor.py
 # checks they agree): the floor must do the same work as the states.
 DEFAULT_SETTLE = 3
 DEFAULT_READY_TIMEOUT = 120

@@ -4,10 +4,10 @@ state) and its summary against the goals."""
 
 import importlib.util
 import json
-import pathlib
 
-SPEC = importlib.util.spec_from_file_location(
-    "upgrade_bench", pathlib.Path(__file__).resolve().parents[2] / "bench" / "upgrade_bench.py")
+from tests.conftest import REPO_ROOT
+
+SPEC = importlib.util.spec_from_file_location("upgrade_bench", REPO_ROOT / "bench" / "upgrade_bench.py")
 bench = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(bench)
 
