@@ -32,6 +32,14 @@ import uuid
 
 from salt.exceptions import CommandExecutionError
 
+__virtualname__ = "rollout_archive"
+
+
+def __virtual__():
+    # Utilities of this formula, always available where it runs (minions and master).
+    return __virtualname__
+
+
 _SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
 _MAX_LINK_HOPS = 40
 # Linux's limits, used when the destination is not known (or pathconf cannot tell).

@@ -19,6 +19,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+__virtualname__ = "rollout_http"
+
+
+def __virtual__():
+    # Utilities of this formula, always available where it runs (minions and master).
+    return __virtualname__
+
+
 MAX_BODY = 1024 * 1024
 MAX_REDIRECTS = 5
 _AGENT = "salt-rollout"

@@ -13,6 +13,14 @@ import signal
 
 from salt.exceptions import SaltInvocationError
 
+__virtualname__ = "rollout_ids"
+
+
+def __virtual__():
+    # Utilities of this formula, always available where it runs (minions and master).
+    return __virtualname__
+
+
 # Tags (the backup's ``<dir>_<tag>``), release ids and service names: they become file names.
 NAME_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z._-]*$"
 _NAME_RE = re.compile(NAME_PATTERN)

@@ -14,6 +14,14 @@ import logging
 import os
 import stat
 
+__virtualname__ = "rollout_logs"
+
+
+def __virtual__():
+    # Utilities of this formula, always available where it runs (minions and master).
+    return __virtualname__
+
+
 log = logging.getLogger(__name__)
 
 TAIL_LINES = 20

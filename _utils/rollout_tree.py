@@ -29,6 +29,14 @@ import os
 import stat
 import threading
 
+__virtualname__ = "rollout_tree"
+
+
+def __virtual__():
+    # Utilities of this formula, always available where it runs (minions and master).
+    return __virtualname__
+
+
 # Copy/hash buffer per worker thread; large enough that hashlib releases the GIL and that
 # most files of a program directory are read with a single read(2).
 _BUF_SIZE = 1 << 20
