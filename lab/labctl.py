@@ -398,6 +398,9 @@ def up(args):
         raise SystemExit(f"lab: saltutil.sync_all failed:\n{sync.stdout}{sync.stderr}")
     salt_cmd("salt-run", "saltutil.sync_all")
     wait_for(lambda: all(health(h) for h in hosts), 90, "all eight services to answer health")
+    from lab import balancer  # imports this module: loaded only when used
+
+    balancer.up(hosts)
     print(f"lab: up in {time.monotonic() - t0:.1f}s")
     status(args)
 
@@ -409,6 +412,9 @@ def down(args):
         if pid:
             stop_pids([pid])
     stop_master()
+    from lab import balancer
+
+    balancer.down()
     stop_pids(lab_jvm_pids())
     left = listening_lab_ports()
     if left:
@@ -417,13 +423,19 @@ def down(args):
 
 
 def listening_lab_ports():
-    """Lab sockets still listening: master ports on 127.0.0.1, service ports on lab addresses."""
-    addresses = {h["address"] for h in load_hosts()}
+    """Lab sockets still listening: master ports on 127.0.0.1, services and balancers on lab
+    addresses."""
+    from lab import balancer
+
+    hosts = load_hosts()
+    addresses = {h["address"] for h in hosts}
+    addresses |= {entry["address"] for entry in balancer.services(hosts).values()}
     found = []
     for conn in psutil.net_connections(kind="tcp"):
         if conn.status != psutil.CONN_LISTEN or not conn.laddr:
             continue
-        ip, port = conn.laddr.ip, conn.laddr.port
+        # A JVM's listener shows as ::ffff:127.0.3.17 (IPv4-mapped IPv6).
+        ip, port = conn.laddr.ip.removeprefix("::ffff:"), conn.laddr.port
         if (ip == "127.0.0.1" and port in MASTER_PORTS) or ip in addresses:
             found.append(f"{ip}:{port} (pid {conn.pid})")
     return found
