@@ -292,8 +292,9 @@ def write_master_config():
     def anchor(path):
         return str((REPO / path).resolve())
 
-    for key in ("root_dir", "lab_dir"):
-        config[key] = anchor(config[key])
+    for key in ("root_dir", "lab_dir", "rawfile_json.filename"):
+        if key in config:
+            config[key] = anchor(config[key])
     for key in ("file_roots", "pillar_roots"):
         config[key] = {env: [anchor(p) for p in paths] for env, paths in config[key].items()}
     MASTER_DAEMON_CONFIG_DIR.mkdir(parents=True, exist_ok=True)
