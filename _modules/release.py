@@ -42,11 +42,13 @@ program directory ``P = <parent>/<name>``:
   then remove ``.previous``.
 - ``status`` compares the live tree against the record, ``staging_status`` the staging
   against its description; ``read_record``/``write_record`` read and write (or remove) the
-  record (rollback); ``leftovers``/``clean`` report/remove staging and ``.previous``.
+  record (rollback); ``leftovers``/``clean`` report/remove staging and ``.previous``;
+  ``interrupted`` says how far a stage or swap that was cut short got (``clean`` puts the
+  last whole live tree back rather than dropping it).
 
 Function names: actions are verbs (``verify``, ``stage``, ``swap``, ``unpack``, ``clean``,
 ``write_record``); read-only reports say what they report (``status``, ``staging_status``,
-``read_record``, ``leftovers``).
+``read_record``, ``leftovers``, ``interrupted``).
 
 Files of the live tree that the new archive does not carry (decision): ``tar xvf`` keeps
 them, so stale jars and classes of the previous release stay and are loaded next to the new
@@ -897,38 +899,130 @@ def leftovers(target):
     return sorted(found + _temp_files(paths))
 
 
-def clean(target):
+def _swap_left(paths):
     """
-    Remove the staging, a ``.previous`` tree and temp files next to ``target`` (never
-    backups, never the uploaded archive). When ``target`` itself is missing and
-    ``.previous`` exists (a swap interrupted between its two renames), ``.previous`` is the
-    last live tree: it is renamed back to ``target`` instead of being removed.
+    How far a swap that was cut short got, from what it left (see ``swap``: carry host-local
+    files, rename the live tree to ``.previous``, rename the staging to the target, write the
+    record, remove ``.previous`` and the staging description):
+
+    - None: no ``.previous`` (no swap cut short);
+    - ``between-renames``: the target is missing, ``.previous`` holds the last live tree;
+    - ``before-record``: the staged tree is in place (it matches the staging description)
+      but its record was not written: ``.previous`` is the live tree of before, whole;
+    - ``after-record``: the target matches its record; ``.previous`` is what the swap was
+      removing (maybe partly removed);
+    - ``unknown``: a ``.previous`` beside a tree that is neither (not one of this swap's).
+    """
+    if not os.path.lexists(paths["previous"]):
+        return None
+    if not os.path.lexists(paths["target"]):
+        return "between-renames"
+    listing = _scan(paths["target"])
+    record_data = _read_json(paths["record"], "deployed record")
+    meta = _read_json(paths["staging_meta"], "staging description")
+    # The staging description goes only after the record is written: with it still there
+    # and the live tree being what was staged, the record must be of that same release.
+    if meta is not None and _first_difference(meta, listing) is None:
+        if record_data is None or record_data.get("release") != meta.get("release") or (
+                record_data.get("archive_sha256") != meta.get("archive_sha256")):
+            return "before-record"
+    if record_data is not None:
+        diff = _compare(record_data, listing)
+        if not (diff["modified"] or diff["added"] or diff["removed"]):
+            return "after-record"
+    return "unknown"
+
+
+def interrupted(target):
+    """
+    What an interrupted ``stage`` or ``swap`` left next to ``target`` (read-only; it
+    re-hashes the live tree only when a ``.previous`` tree is there).
 
     target
         Absolute path of the program directory.
 
-    Returns ``{"target", "removed": [paths], "restored": <path or None>}``.
+    Returns ``{"target", "swap", "staged", "leftovers"}``: ``swap`` says how far a swap cut
+    short got (None: no swap was cut short; ``between-renames``: the target is missing and
+    ``.previous`` holds the last live tree; ``before-record``: the staged tree is in place
+    without its record, ``.previous`` is the live tree of before; ``after-record``: the swap
+    was done and was removing ``.previous``; ``unknown``: a ``.previous`` no swap of the
+    staging left); ``staged`` is the release of the staging description (or None);
+    ``leftovers`` what :py:func:`clean` removes or puts back (the uploaded archive is not
+    one: see :py:func:`leftovers`).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' release.interrupted /home/ecsc
+    """
+    paths = _paths(target)
+    meta = _read_json(paths["staging_meta"], "staging description") if os.path.lexists(
+        paths["staging_meta"]) else None
+    found = [paths[key] for key in ("staging", "staging_meta", "previous")
+             if os.path.lexists(paths[key])]
+    return {
+        "target": paths["target"],
+        "swap": _swap_left(paths),
+        "staged": (meta or {}).get("release"),
+        "leftovers": sorted(found + _temp_files(paths)),
+    }
+
+
+def clean(target, drop_previous=True):
+    """
+    Remove what an interrupted ``stage`` or ``swap`` left next to ``target``: the staging,
+    its description, temp files (never backups, never the uploaded archive), and a
+    ``.previous`` tree, except where it is the last whole live tree: when ``target`` is
+    missing (a swap cut between its two renames) ``.previous`` is renamed back to
+    ``target``; when the staged tree is in place without its record (a swap cut before
+    writing it), the swap is undone (the staged tree goes, ``.previous`` becomes ``target``
+    again). See :py:func:`interrupted`.
+
+    target
+        Absolute path of the program directory.
+
+    drop_previous
+        False: a ``.previous`` beside a live tree that is not the one to put back is kept
+        (reported under ``kept``), e.g. when no backup holds it.
+
+    Returns ``{"target", "swap", "removed": [paths], "restored": <path or None>,
+    "kept": [paths]}`` (``swap`` as :py:func:`interrupted` found it).
 
     CLI Example:
 
     .. code-block:: bash
 
         salt '*' release.clean /home/ecsc
+        salt '*' release.clean /home/ecsc drop_previous=False
     """
     paths = _paths(target)
-    removed, restored = [], None
+    removed, kept, restored = [], [], None
+    swap_left = _swap_left(paths)
     try:
-        if os.path.lexists(paths["previous"]):
-            if os.path.lexists(paths["target"]):
+        if swap_left == "between-renames":
+            os.rename(paths["previous"], paths["target"])
+            restored = paths["previous"]
+        elif swap_left == "before-record":
+            # The staged tree goes back where it came from (and is removed with the staging).
+            _remove(paths["staging"])
+            os.rename(paths["target"], paths["staging"])
+            os.rename(paths["previous"], paths["target"])
+            restored = paths["previous"]
+        elif swap_left is not None:
+            if drop_previous:
                 _remove(paths["previous"])
                 removed.append(paths["previous"])
             else:
-                os.rename(paths["previous"], paths["target"])
-                restored = paths["previous"]
+                kept.append(paths["previous"])
         removed.extend(_remove_staging(paths))
         for path in _temp_files(paths):
             _remove(path)
             removed.append(path)
     except OSError as exc:
         raise _cee(f"cannot clean up next to {paths['target']}: {exc}") from exc
-    return {"target": paths["target"], "removed": sorted(removed), "restored": restored}
+    if restored:
+        log.warning("release: %s put back as %s (swap cut short: %s)", restored,
+                    paths["target"], swap_left)
+    return {"target": paths["target"], "swap": swap_left, "removed": sorted(removed),
+            "restored": restored, "kept": kept}

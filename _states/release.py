@@ -258,6 +258,143 @@ def deployed(name, release, source=None, sha256=None, keep=None, backup=None):
     return ret
 
 
+def _held_by_backup(name, tree):
+    """
+    The verified backup of ``name`` that holds every file of ``tree`` byte for byte (a tree
+    whose removal was cut short holds fewer files), or None. Read-only.
+    """
+    listing = __utils__["rollout_tree.scan"](tree)
+    for item in __salt__["backup.list"](name):
+        manifest = __salt__["backup.manifest"](name, item["tag"])
+        diff = __utils__["rollout_tree.compare"](manifest, listing, ignore=listing["other"])
+        if not (diff["modified"] or diff["added"]) and __salt__["backup.verify"](
+                name, item["tag"])["ok"]:
+            return item["path"]
+    return None
+
+
+_SWAP_LEFT = {
+    "between-renames": "the swap was cut between its renames: {previous} holds the last live "
+                       "tree",
+    "before-record": "the swap was cut before writing its record: {previous} holds the tree "
+                     "from before",
+    "after-record": "the swap was done but {previous} was still being removed",
+    "unknown": "{previous} is left from an earlier swap",
+}
+
+
+def _resume_point(name, release, service, identity):
+    """
+    (step an interrupted run left this host at or None, [what was found], interrupted()).
+    Steps are the upgrade's: staged, backed-up, stopped, swapped.
+    """
+    left = __salt__["release.interrupted"](name)
+    running = None
+    if service:
+        running = __salt__["javaservice.status"](service, **(identity or {}))["running"]
+    if not left["leftovers"] and running is not False:
+        return None, [], left  # the usual case, found without hashing any tree
+    _, on_release = _on_release(name, release, None)
+    held = [b["path"] for b in __salt__["backup.list"](name) if b.get("family") == release]
+    found = []
+    if left["swap"]:
+        previous = next(p for p in left["leftovers"] if p.endswith(".previous"))
+        found.append(_SWAP_LEFT[left["swap"]].format(previous=previous))
+    elif left["staged"]:
+        found.append(f"{left['staged']} staged")
+    if left["leftovers"]:
+        found.append("left beside it: " + ", ".join(os.path.basename(p) for p in left["leftovers"]))
+    found.extend(f"backup {path}" for path in held)
+    if on_release:
+        found.append(f"{name} on {release}")
+    if running is False:
+        found.append(f"{service} not running")
+    if left["swap"] or (on_release and (left["leftovers"] or running is False)):
+        step = "swapped"
+    elif running is False and (left["leftovers"] or held):
+        step = "stopped"
+    elif left["leftovers"] and held:
+        step = "backed-up"
+    elif left["leftovers"]:
+        step = "staged"
+    else:
+        step = None
+    return step, found, left
+
+
+def resumed(name, release, service=None, identity=None):
+    """
+    The first step of a host's upgrade: find what an interrupted run (minion or master
+    killed, ``salt-run`` killed, a step cut short) left on this host, say where it was left
+    (staged, backed-up, stopped, swapped) and clear the way to finish it: a swap cut short is
+    put back or completed (:py:func:`release.clean <_modules.release.clean>`: the last whole
+    live tree is never dropped), the staging and temp files go, and a ``.previous`` tree is
+    removed only when a verified backup holds every file of it (else it is kept and named).
+    The steps after this one then finish the host (or roll it back); with changes here, the
+    fixed-issue checks and retention run even when the swap itself was already done.
+
+    No changes when nothing was interrupted. Under ``test=True`` it says what it would do.
+
+    name
+        The program directory (this host's ``install_dir``).
+
+    release
+        The release being rolled out (quote it in YAML).
+
+    service, identity
+        The service's name and its ``javaservice`` identity (``app_dir``,
+        ``catalina_base``, ...): whether it runs tells a stopped host from a staged one.
+
+    .. code-block:: yaml
+
+        resumed:
+          release.resumed:
+            - name: /home/schedule
+            - release: "20170220"
+            - service: schedule
+            - identity: {app_dir: /home/schedule}
+    """
+    ret = {"name": name, "changes": {}, "result": False, "comment": ""}
+    release = _norm_release(release)
+    try:
+        step, found, left = _resume_point(name, release, service, identity)
+        if step is None:
+            ret["result"] = True
+            ret["comment"] = f"{name}: nothing left by an interrupted run"
+            return ret
+        head = (f"resuming {_minion_id()}: an interrupted run left it at '{step}' "
+                f"({'; '.join(found)}); finishing it")
+        previous = [p for p in left["leftovers"] if p.endswith(".previous")]
+        keep_text = ""
+        drop = True
+        if left["swap"] in ("after-record", "unknown"):
+            holder = _held_by_backup(name, previous[0])
+            drop = holder is not None
+            keep_text = (f"; {previous[0]} is held by {holder}" if drop else
+                         f"; kept {previous[0]}: no verified backup holds all of it (look at "
+                         f"it, then release.clean)")
+        ret["changes"] = {"resumed": {"step": step, "found": found}}
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = (f"would be {head}; would clear {', '.join(left['leftovers'])}"
+                              if left["leftovers"] else f"would be {head}") + keep_text
+            return ret
+        res = __salt__["release.clean"](name, drop_previous=drop)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret["comment"] = str(exc)
+        return ret
+    ret["result"] = True
+    done = []
+    if res["restored"]:
+        done.append(f"put {res['restored']} back as {name}")
+    if res["removed"]:
+        done.append(f"removed {', '.join(res['removed'])}")
+    ret["changes"]["resumed"].update(removed=res["removed"], restored=res["restored"],
+                                     kept=res["kept"])
+    ret["comment"] = head + (f": {'; '.join(done)}" if done else "") + keep_text
+    return ret
+
+
 def _tree_bytes(path):
     if not os.path.isdir(path):
         return 0

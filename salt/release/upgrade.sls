@@ -1,17 +1,24 @@
 #!py
 """One host's upgrade, the runbook's steps for one host made safe (run on the minion).
 
-    verify + stage the archive -> back up the live dir (service still running) -> stop ->
-    swap the staged tree in -> start -> ready gate (log after offset + HTTP) -> fixed issues
-    -> old backups pruned (release:keep_backups)
+    resume what an interrupted run left (if anything) -> verify + stage the archive -> back
+    up the live dir (service still running) -> stop -> swap the staged tree in -> start ->
+    ready gate (log after offset + HTTP) -> fixed issues -> old backups pruned
+    (release:keep_backups)
 
 Only stop + swap + start are downtime. A host already on the release is left alone (no stop,
 no restart). If anything fails after the stop, the rollback step (armed here with onfail, the
 same step release.rollback runs) puts the backup back and starts the service again; the state
 run still fails, so the orchestration stops before the partner host and exits non-zero.
 
+A re-run after an interrupted run (minion, master or salt-run killed) resumes the host: the
+first state (release.resumed) says where the run left it (staged, backed-up, stopped,
+swapped), puts a swap cut short back or completes it, and clears staging and .previous
+(never a tree no verified backup holds); the steps below then finish the host, and the
+fixed-issue checks run even when the swap had been done already.
+
 Progress events, fired as each step ends: rollout/upgrade/<host>/<step> with step one of
-staged, backed-up, stopped, swapped, ready, verified, failed, rolled-back; data: host,
+resumed, staged, backed-up, stopped, swapped, ready, verified, failed, rolled-back; data: host,
 service, release, step.
 """
 
@@ -34,9 +41,14 @@ def run():
     # Salt runs states in the order given here (requisites permitting): each progress event
     # follows its step, so the bus shows the upgrade as it happens.
     states = {}
+    resumed = {"release": "resumed"}
+    states["resumed"] = {"release.resumed": [
+        {"name": target}, {"release": rel}, {"service": svc}, {"identity": host["identity"]},
+    ]}
+    states["event-resumed"] = event("resumed", onchanges=[resumed])
     states["staged"] = {"release.staged": [
         {"name": target}, {"source": host["source"]}, {"sha256": host["sha256"]},
-        {"release": rel}, {"keep": host["keep"]},
+        {"release": rel}, {"keep": host["keep"]}, {"require": [resumed]},
     ]}
     states["event-staged"] = event("staged", onchanges=[staged])
     states["backed-up"] = {"backup.present": [
@@ -85,7 +97,8 @@ def run():
     for check in host["checks"]:
         sid = f"verified-{check['id']}"
         fixes.append({"probe": sid})
-        common = [{"onchanges": [swapped]}, {"require": [{"javaservice": "ready"}]}]
+        # Also after a resumed host whose swap the interrupted run had done.
+        common = [{"onchanges": [swapped, resumed]}, {"require": [{"javaservice": "ready"}]}]
         if "http" in check:
             states[sid] = {"probe.http_ok": [
                 {"url": check["http"]["url"]}, {"contains": check["http"].get("contains")},
@@ -96,13 +109,13 @@ def run():
                 {"forbidden": check["log"].get("forbidden")},
             ] + common}
     states["event-verified"] = event(
-        "verified", require=fixes or [{"javaservice": "ready"}], onchanges=[swapped]
+        "verified", require=fixes or [{"javaservice": "ready"}], onchanges=[swapped, resumed]
     )
     # Retention, once the new release is proven: never the backup just made (a rollback
     # needs it) nor the newest.
     states["backups-pruned"] = {"backup.pruned": [
         {"name": target}, {"keep": host["keep_backups"]}, {"protect": [rel]},
-        {"onchanges": [swapped]}, {"require": fixes or [{"javaservice": "ready"}]},
+        {"onchanges": [swapped, resumed]}, {"require": fixes or [{"javaservice": "ready"}]},
     ]}
 
     if not test:
@@ -110,7 +123,7 @@ def run():
         # backup was not made (nothing was stopped there). Left out of a dry run.
         after_stop = [{"javaservice": "stopped"}, swapped, {"javaservice": "ready"}] + fixes
         states["event-failed"] = event(
-            "failed", onfail=[staged, {"backup": "backed-up"}] + after_stop
+            "failed", onfail=[resumed, staged, {"backup": "backed-up"}] + after_stop
         )
         states["rolled-back"] = {"release.rolled_back": [
             {"name": target}, {"tag": rel},

@@ -714,3 +714,115 @@ def test_disk_full_during_swap_leaves_old_or_new_tree_never_a_mix(
     report = modules.release.status(str(small_live))
     assert report["release"] == "2" and report["intact"] is True
     assert modules.release.leftovers(str(small_live)) == []
+
+
+# --------------------------------------------------------------------------- issue 9.4: resume
+
+
+def _cut_swap(modules, home, target, archive, digest, where):
+    """Stage release 2 and leave the swap as a minion killed at ``where`` would (the swap's
+    own steps, in its order: rename live -> .previous, staging -> live, record, cleanup)."""
+    modules.release.stage(archive, str(target), digest, "2", keep=KEEP)
+    meta = (home / ".svc.staging.json").read_text()
+    if where == "after-record":
+        shutil.copytree(target, home / "old", symlinks=True)
+        modules.release.swap(str(target), "2")
+        # .previous cut short while being removed, and the staging description still there.
+        os.rename(home / "old", home / ".svc.previous")
+        shutil.rmtree(home / ".svc.previous" / "WEB-INF")
+        (home / ".svc.staging.json").write_text(meta)
+        return
+    os.rename(target, home / ".svc.previous")
+    if where == "before-record":
+        os.rename(home / ".svc.staging", target)
+
+
+@pytest.mark.parametrize("where", ["between-renames", "before-record", "after-record"])
+def test_clean_never_drops_the_last_whole_live_tree(modules, home, by_hand, v2, where):
+    """9.4: whatever point a swap was cut at, clean leaves one whole tree live (the old one
+    put back, or the new one with its record) and no leftovers; before the fix, a swap cut
+    before its record lost the old tree (clean removed .previous, the only copy)."""
+    archive, digest = v2
+    before = tree_contents(by_hand)
+    modules.backup.create(str(by_hand), "2")
+    _cut_swap(modules, home, by_hand, archive, digest, where)
+    assert modules.release.interrupted(str(by_hand))["swap"] == where
+    ret = modules.release.clean(str(by_hand))
+    assert ret["swap"] == where
+    assert modules.release.leftovers(str(by_hand)) == []
+    if where == "after-record":
+        assert ret["restored"] is None and str(home / ".svc.previous") in ret["removed"]
+        assert modules.release.status(str(by_hand))["intact"] is True
+    else:
+        assert ret["restored"] == str(home / ".svc.previous")
+        assert tree_contents(by_hand) == before
+        assert modules.release.status(str(by_hand))["release"] is None
+
+
+def test_interrupted_reports_staging_and_stray_previous(modules, home, by_hand, v2):
+    archive, digest = v2
+    assert modules.release.interrupted(str(by_hand)) == {
+        "target": str(by_hand), "swap": None, "staged": None, "leftovers": []}
+    modules.release.stage(archive, str(by_hand), digest, "2")
+    (home / ".svc.previous").mkdir()
+    found = modules.release.interrupted(str(by_hand))
+    assert found["swap"] == "unknown" and found["staged"] == "2"
+    assert found["leftovers"] == sorted(
+        str(home / n) for n in (".svc.previous", ".svc.staging", ".svc.staging.json"))
+    ret = modules.release.clean(str(by_hand), drop_previous=False)
+    assert ret["kept"] == [str(home / ".svc.previous")] and (home / ".svc.previous").is_dir()
+    assert modules.release.interrupted(str(by_hand))["leftovers"] == [str(home / ".svc.previous")]
+
+
+@pytest.mark.parametrize("where", ["between-renames", "before-record", "after-record"])
+def test_state_resumed_says_where_and_clears_the_way(states, modules, home, by_hand, v2, where):
+    """9.4: the upgrade's first state names the point an interrupted swap reached, and after
+    it the upgrade's own states finish the host: the same staged + deployed a re-run does."""
+    archive, digest = v2
+    modules.backup.create(str(by_hand), "2")
+    _cut_swap(modules, home, by_hand, archive, digest, where)
+    ret = states.release.resumed(name=str(by_hand), release="2", test=True)
+    assert ret.result is None and "would be resuming" in ret.comment
+    assert (home / ".svc.previous").exists()
+    ret = states.release.resumed(name=str(by_hand), release="2")
+    assert ret.result is True, ret.comment
+    assert ret.comment.startswith(
+        f"resuming {MINION}: an interrupted run left it at 'swapped' (")
+    assert ret.changes["resumed"]["step"] == "swapped"
+    assert modules.release.leftovers(str(by_hand)) == []
+    for state in ("staged", "deployed"):
+        res = getattr(states.release, state)(name=str(by_hand), source=archive, sha256=digest,
+                                              release="2", keep=KEEP)
+        assert res.result is True, res.comment
+    assert modules.release.status(str(by_hand))["intact"] is True
+    assert modules.release.leftovers(str(by_hand)) == []
+    again = states.release.resumed(name=str(by_hand), release="2")
+    assert again.result is True and not again.changes
+
+
+def test_state_resumed_keeps_a_previous_tree_no_backup_holds(states, modules, home, by_hand, v2):
+    """A .previous with a file no backup has is kept and named, never dropped."""
+    archive, digest = v2
+    modules.backup.create(str(by_hand), "2")
+    _cut_swap(modules, home, by_hand, archive, digest, "after-record")
+    (home / ".svc.previous" / "hot-fix.jar").write_text("only here\n")
+    ret = states.release.resumed(name=str(by_hand), release="2")
+    assert ret.result is True, ret.comment
+    assert f"kept {home}/.svc.previous: no verified backup holds all of it" in ret.comment
+    assert (home / ".svc.previous" / "hot-fix.jar").read_text() == "only here\n"
+    assert ret.changes["resumed"]["kept"] == [str(home / ".svc.previous")]
+
+
+def test_state_resumed_staged_and_backed_up(states, modules, home, by_hand, v2):
+    archive, digest = v2
+    assert states.release.resumed(name=str(by_hand), release="2").changes == {}
+    modules.release.stage(archive, str(by_hand), digest, "2")
+    ret = states.release.resumed(name=str(by_hand), release="2")
+    assert "left it at 'staged' (2 staged; left beside it: .svc.staging, .svc.staging.json)" \
+        in ret.comment
+    modules.release.stage(archive, str(by_hand), digest, "2")
+    modules.backup.create(str(by_hand), "2")
+    ret = states.release.resumed(name=str(by_hand), release="2")
+    assert f"left it at 'backed-up' (2 staged; left beside it: .svc.staging, " \
+           f".svc.staging.json; backup {home}/svc_2)" in ret.comment
+    assert modules.release.leftovers(str(by_hand)) == []
