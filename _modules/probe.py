@@ -62,11 +62,24 @@ def http(url, status=200, contains=None, timeout=5):
     return {"url": url, "status": found, "body": body[:500]}
 
 
-def log(path, pattern, forbidden=None, count=2, timeout=15, interval=0.5):
+def _follower(path, since_start):
+    """A follower of ``path`` from the service's last start offset, else from its end."""
+    if since_start:
+        started = __salt__["javaservice.last_start"](since_start)
+        offset = (started.get("offsets") or {}).get(path)
+        if offset is not None:
+            return __utils__["rollout_logs.follow"](
+                path, offset, (started.get("inodes") or {}).get(path)
+            )
+    return __utils__["rollout_logs.follow_from_end"](path)
+
+
+def log(path, pattern, forbidden=None, count=2, timeout=15, interval=0.1, since_start=None):
     """
-    Watch the lines a log gets from now on: ``count`` new lines must match ``pattern`` within
-    ``timeout`` seconds, and no new line may match ``forbidden``. Proves the behaviour of the
-    code running now, not of lines an older release wrote.
+    Watch the lines a log gets from now on (or, with ``since_start``, since the service's last
+    start): ``count`` new lines must match ``pattern`` within ``timeout`` seconds, and no new
+    line may match ``forbidden``. Proves the behaviour of the code running now, not of lines
+    an older release wrote.
 
     path
         The log file.
@@ -83,11 +96,21 @@ def log(path, pattern, forbidden=None, count=2, timeout=15, interval=0.5):
     timeout
         Seconds to wait for them (default 15).
 
+    interval
+        Seconds between two looks at the log (default 0.1).
+
+    since_start
+        A service name: count the lines written since its last ``javaservice.start`` (the
+        byte offset that start recorded for ``path``), so lines the new JVM logged while it
+        became ready count too and a check right after an upgrade does not wait for more.
+        Falls back to "from now" when that start recorded no offset for ``path``.
+
     CLI Example:
 
     .. code-block:: bash
 
         salt-call probe.log /home/schedulelog/schedule.log '^\\d{4}-\\d\\d-\\d\\dT\\S+ log\\.money\\.' forbidden='^log\\.money\\.'
+        salt-call probe.log /home/schedulelog/schedule.log '^\\d{4}-\\S+ log\\.money\\.' since_start=schedule
     """
     try:
         want = re.compile(pattern)
@@ -95,7 +118,7 @@ def log(path, pattern, forbidden=None, count=2, timeout=15, interval=0.5):
     except re.error as exc:
         raise SaltInvocationError(f"probe.log: bad regex: {exc}") from exc
     try:
-        follower = __utils__["rollout_logs.follow_from_end"](path)
+        follower = _follower(path, since_start)
     except OSError as exc:
         raise CommandExecutionError(f"{_where()}: cannot read log {path}: {exc}") from exc
     matched, seen = [], []

@@ -50,9 +50,11 @@ def http_ok(name, url, status=200, contains=None, timeout=5):
                 timeout=timeout)
 
 
-def log_lines(name, path, pattern, forbidden=None, count=2, timeout=15):
+def log_lines(name, path, pattern, forbidden=None, count=2, timeout=15, since_start=None):
     """
-    Pass when ``count`` new lines of ``path`` match ``pattern`` and none matches ``forbidden``.
+    Pass when ``count`` new lines of ``path`` match ``pattern`` and none matches ``forbidden``
+    (new: from now on, or with ``since_start: <service>`` since that service's last start, see
+    ``probe.log``).
 
     .. code-block:: yaml
 
@@ -63,4 +65,4 @@ def log_lines(name, path, pattern, forbidden=None, count=2, timeout=15):
             - forbidden: '^log\\.money\\.'
     """
     return _run(name, name, __salt__["probe.log"], path, pattern, forbidden=forbidden,
-                count=count, timeout=timeout)
+                count=count, timeout=timeout, since_start=since_start)

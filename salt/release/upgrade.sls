@@ -107,6 +107,9 @@ def run():
             states[sid] = {"probe.log_lines": [
                 {"path": check["log"]["path"]}, {"pattern": check["log"]["pattern"]},
                 {"forbidden": check["log"].get("forbidden")},
+                # Lines since this run's start count: the new JVM logged them while it
+                # became ready, so the check needs not wait for more.
+                {"since_start": svc},
             ] + common}
     states["event-verified"] = event(
         "verified", require=fixes or [{"javaservice": "ready"}], onchanges=[swapped, resumed]

@@ -63,3 +63,29 @@ def test_log_counts_only_new_lines_and_refuses_forbidden(tmp_path):
         probe.log(str(tmp_path / "missing.log"), "x")
     with pytest.raises(SaltInvocationError, match="bad regex"):
         probe.log(str(path), "(")
+
+
+def test_log_since_start_counts_the_lines_the_new_jvm_wrote_before_the_check(tmp_path):
+    """Lines written after the service's recorded start offset count at once (an upgrade's
+    check does not wait for more); lines before it never do; without a recorded offset the
+    check reads from now on."""
+    path = tmp_path / "schedule.log"
+    old = "log.money.success old release\n"
+    path.write_text(old + "2017-02-20T10:00:01Z log.money.success 1\n"
+                    "2017-02-20T10:00:03Z log.money.failed 2\n")
+    started = {"offsets": {str(path): len(old)}, "inodes": {str(path): path.stat().st_ino}}
+    last_start = MagicMock(return_value=started)
+    with patch.dict(probe.__salt__, {"javaservice.last_start": last_start}):
+        ret = probe.log(str(path), r"^\d{4}-\S+ log\.money\.", forbidden=r"^log\.money\.",
+                        timeout=0.1, interval=0.05, since_start="schedule")
+        assert ret["matched"] == ["2017-02-20T10:00:01Z log.money.success 1",
+                                  "2017-02-20T10:00:03Z log.money.failed 2"]
+        last_start.assert_called_once_with("schedule")
+        # From offset 0 the old release's line is new: refused.
+        last_start.return_value = {"offsets": {str(path): 0}}
+        with pytest.raises(CommandExecutionError, match="new line matches forbidden"):
+            probe.log(str(path), r"^\d{4}", forbidden=r"^log\.money\.", timeout=0.1,
+                      since_start="schedule")
+        last_start.return_value = {}  # never started here: from now on, nothing new yet
+        with pytest.raises(CommandExecutionError, match=r"0 of 2 new lines matched"):
+            probe.log(str(path), r"^\d{4}", timeout=0.1, interval=0.05, since_start="schedule")
