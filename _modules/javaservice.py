@@ -1227,7 +1227,7 @@ def wait_ready(
     fatal=None,
     url=None,
     timeout=120,
-    interval=0.5,
+    interval=0.1,
     settle=3,
     **identity,
 ):
@@ -1278,8 +1278,9 @@ def wait_ready(
     timeout : 120
         Seconds to wait.
 
-    interval : 0.5
-        Seconds between checks (per HTTP request timeout is at most 5 s).
+    interval : 0.1
+        Seconds between checks (per HTTP request timeout is at most 5 s). Short, because
+        every moment between ready and the next look is downtime of the host.
 
     settle : 3
         Seconds the service must stay up and healthy after it became ready (0: no settle).
@@ -1505,6 +1506,26 @@ class _ReadyGate:
         if out and out != os.devnull and out not in self.log_list:
             parts.append(tail_block(out, [os.path.dirname(out)]))
         return CommandExecutionError("\n".join(parts))
+
+
+def last_start(name):
+    """
+    What the last :func:`start` of the service recorded (``{}`` when it was never started
+    here): ``{"name", "command", "cwd", "output", "offsets": {path: byte offset}, "inodes",
+    "launcher_pid", "launcher_created", "started_at"}``. The offsets are where the lines of
+    the JVM that start launched begin in each log (``probe.log since_start=`` reads from them).
+
+    name
+        The service's name (as given to :func:`start`).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' javaservice.last_start ecsc
+    """
+    __utils__["rollout_ids.check_name"](name, "service name")
+    return _read_state(name)
 
 
 def tail(path, lines=20):

@@ -604,3 +604,12 @@ def test_pidfile_is_never_read_through_a_symlink(procs, tmp_path):
     st = javaservice.status("ecsc", catalina_base="/home/tomcat", pidfile=str(pidfile))
     assert st["pidfile"]["valid"] is False and st["pidfile"]["reason"].startswith("unreadable")
     assert "SECRET" not in str(st)
+
+
+def test_last_start_is_what_start_recorded(procs, tmp_path):
+    """probe.log since_start= reads the offsets the last start recorded."""
+    assert javaservice.last_start("svc") == {}
+    javaservice._write_state("svc", {"name": "svc", "offsets": {"/l/app.log": 42}})
+    assert javaservice.last_start("svc")["offsets"] == {"/l/app.log": 42}
+    with pytest.raises(SaltInvocationError):
+        javaservice.last_start("../x")
