@@ -21,7 +21,7 @@ venv: .venv/.installed
 	@touch $@
 
 lab-up: deps
-	@$(LAB) up
+	@$(LAB) up $(if $(HOSTS),--hosts $(HOSTS))
 
 lab-down: venv
 	@$(LAB) down

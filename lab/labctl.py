@@ -2,12 +2,15 @@
 real JVMs, each lab host in its own filesystem root under ``.lab/hosts/<id>``.
 
     python -m lab.labctl up        # idempotent: starts whatever is not running
+    python -m lab.labctl up --hosts 32   # a scale lab: more hosts spread over the four services
     python -m lab.labctl status    # hosts, minions, services, releases, addresses
     python -m lab.labctl reset     # every host back to release v1 (daemons stay up)
     python -m lab.labctl down      # stops every process the lab started, and only those
 
 Hosts, services and production addresses come from ``pillar/inventory.sls``; a lab host's
 address is the runbook's with the first octet replaced by 127 (25.0.3.17 -> 127.0.3.17).
+A scale lab adds hosts <service>-3, -4, ... round-robin over the services, at 127.0.3.100 and
+up; its size is kept in .lab/scale.json until an `up` with another size (default: the eight).
 """
 
 import argparse
@@ -42,6 +45,9 @@ MASTER_CONFIG_DIR = REPO / "etc" / "salt"
 RELEASE_V1 = "20161201"
 RELEASE_V2 = "20170220"
 MASTER_PORTS = (14505, 14506)
+SCALE_FILE = LAB / "scale.json"
+EXTRA_OCTET = 100  # a scale lab's extra hosts: 127.0.3.100 and up
+MAX_HOSTS = 8 + 100
 SERVICE_PORTS = {"tomcat": 8080, "standalone": 8090}
 
 
@@ -50,23 +56,37 @@ def lab_address(address):
     return ".".join(["127"] + address.split(".")[1:])
 
 
-def load_hosts():
-    """[{id, service, kind, address, prod_address, root, ...service config}] in inventory order."""
+def lab_size():
+    """The number of hosts of the lab as last brought up (None: the inventory's eight)."""
+    try:
+        return json.loads(SCALE_FILE.read_text())["hosts"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _host(host_id, service, conf, prod_address, address):
+    return {"id": host_id, "service": service, "kind": conf["kind"], "prod_address": prod_address,
+            "address": address, "root": HOSTS_DIR / host_id, "conf": conf}
+
+
+def load_hosts(size=None):
+    """[{id, service, kind, address, prod_address, root, ...service config}] in inventory order,
+    then a scale lab's extra hosts (``size`` hosts in all; default: the lab's current size)."""
     inventory = yaml.safe_load(INVENTORY.read_text())["inventory"]["services"]
-    hosts = []
-    for service, conf in inventory.items():
-        for host_id, host in conf["hosts"].items():
-            hosts.append(
-                {
-                    "id": host_id,
-                    "service": service,
-                    "kind": conf["kind"],
-                    "prod_address": host["address"],
-                    "address": lab_address(host["address"]),
-                    "root": HOSTS_DIR / host_id,
-                    "conf": conf,
-                }
-            )
+    hosts = [
+        _host(host_id, service, conf, host["address"], lab_address(host["address"]))
+        for service, conf in inventory.items()
+        for host_id, host in conf["hosts"].items()
+    ]
+    size = size or lab_size() or len(hosts)
+    if not len(hosts) <= size <= MAX_HOSTS:
+        raise SystemExit(f"lab: --hosts must be {len(hosts)} to {MAX_HOSTS}, not {size}")
+    services = list(inventory)
+    for extra in range(size - len(hosts)):
+        service = services[extra % len(services)]
+        number = sum(h["service"] == service for h in hosts) + 1
+        hosts.append(_host(f"{service}-{number}", service, inventory[service], "-",
+                           f"127.0.3.{EXTRA_OCTET + extra}"))
     return hosts
 
 
@@ -107,8 +127,12 @@ def write_pillar(hosts):
     for host in hosts:
         entry = services.setdefault(host["service"], {"hosts": {}})
         entry["hosts"][host["id"]] = {"address": host["address"], "root": str(host["root"])}
+    inventory = {"services": services}
+    if any(h["prod_address"] == "-" for h in hosts):
+        # A scale lab's extra hosts join the rollout order (a list: replaced, not merged).
+        inventory["order"] = [h["id"] for h in hosts]
     data = {
-        "inventory": {"services": services},
+        "inventory": inventory,
         "release": {"sha256": {h["service"]: sha256_of(RELEASE_V2, h["service"]) for h in hosts}},
     }
     (LAB / "pillar.yaml").write_text(
@@ -373,9 +397,29 @@ def ping_all(ids):
 # ---------------------------------------------------------------- commands
 
 
+def _resize(size):
+    """Make the lab ``size`` hosts: hosts a smaller size drops are stopped, their minion keys
+    deleted and their roots removed; the size is kept for status, reset and down."""
+    before = load_hosts()
+    hosts = load_hosts(size)
+    kept = {h["id"] for h in hosts}
+    for host in before:
+        if host["id"] in kept:
+            continue
+        pid = _daemon_pid(minion_pidfile(host["id"]), str(minion_dir(host["id"])))
+        stop_pids(([pid] if pid else []) + service_pids(host))
+        if _daemon_pid(master_pidfile(), "salt-master"):
+            salt_cmd("salt-key", "-y", "-d", host["id"])
+        shutil.rmtree(host["root"], ignore_errors=True)
+        shutil.rmtree(minion_dir(host["id"]), ignore_errors=True)
+    LAB.mkdir(parents=True, exist_ok=True)
+    SCALE_FILE.write_text(json.dumps({"hosts": len(hosts)}) + "\n")
+    return hosts
+
+
 def up(args):
     t0 = time.monotonic()
-    hosts = load_hosts()
+    hosts = _resize(getattr(args, "hosts", None) or len(load_hosts(8)))
     for sub in (HOSTS_DIR, MINIONS_DIR, MASTER_DIR, ARTIFACTS):
         sub.mkdir(parents=True, exist_ok=True)
     ensure_releases()
@@ -390,7 +434,7 @@ def up(args):
         if not service_pids(host):
             start_service(host)
     ids = [h["id"] for h in hosts]
-    wait_for(lambda: ping_all(ids), 90, "all eight minions to answer test.ping")
+    wait_for(lambda: ping_all(ids), 90 + 5 * len(ids), f"all {len(ids)} minions to answer test.ping")
     # -t: a sync of eight minions on a loaded 2-core machine outlasts the CLI's 5 s default,
     # and the CLI then gives up with "No return received" while the minions are still syncing.
     sync = salt_cmd("salt", "--out=json", "--static", "-t", "120", "*", "saltutil.sync_all",
@@ -398,7 +442,8 @@ def up(args):
     if sync.returncode != 0:
         raise SystemExit(f"lab: saltutil.sync_all failed:\n{sync.stdout}{sync.stderr}")
     salt_cmd("salt-run", "saltutil.sync_all")
-    wait_for(lambda: all(health(h) for h in hosts), 90, "all eight services to answer health")
+    wait_for(lambda: all(health(h) for h in hosts), 90 + 5 * len(hosts),
+             f"all {len(hosts)} services to answer health")
     from lab import balancer  # imports this module: loaded only when used
 
     balancer.up(hosts)
@@ -452,7 +497,8 @@ def reset(args):
         shutil.rmtree(host["root"], ignore_errors=True)
         provision(host)
         start_service(host)
-    wait_for(lambda: all(health(h) for h in hosts), 90, "all eight services to answer health")
+    wait_for(lambda: all(health(h) for h in hosts), 90 + 5 * len(hosts),
+             f"all {len(hosts)} services to answer health")
     print("lab: reset to release", RELEASE_V1)
     status(args)
 
@@ -523,13 +569,15 @@ def status(args):
     mem = memory()
     print("memory: " + ", ".join(
         f"{name} {m['processes']} procs RSS {m['rss_mib']} MiB / PSS {m['pss_mib']} MiB"
-        for name, m in mem.items()))
+        for name, m in mem.items())
+        + f"; per host (PSS, master shared) {mem['total']['pss_mib'] / len(data['hosts']):.0f} MiB")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="labctl", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["up", "down", "status", "reset"])
     parser.add_argument("--json", action="store_true", help="status as JSON")
+    parser.add_argument("--hosts", type=int, help="up: the lab's size (default 8, the runbook's)")
     args = parser.parse_args(argv)
     os.chdir(REPO)
     {"up": up, "down": down, "status": status, "reset": reset}[args.command](args)
