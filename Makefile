@@ -6,7 +6,7 @@ PY    := .venv/bin/python
 LAB   := $(PY) -m lab.labctl
 
 .PHONY: deps venv system lab-up lab-down lab-status lab-reset demo test test-fast \
-        test-unit test-functional test-integration faults bench clean
+        test-unit test-functional test-integration faults bench bench-scale clean
 
 deps: system venv
 
@@ -64,6 +64,11 @@ faults: deps
 # lock per round and leaves the lab reset to v1.
 bench: deps
 	@$(PY) bench/upgrade_bench.py $(if $(QUICK),--quick)
+
+# Issue 11's scale figures (not tests): orch.upgrade on 8, 16 and 32 hosts, batch 1 and 25%,
+# each beside the floor; to a table and .bench/scale.json. Ends with the lab back at 8 hosts.
+bench-scale: deps
+	@$(PY) bench/scale_bench.py $(if $(SIZES),--sizes $(SIZES))
 
 clean: lab-down
 	rm -rf .lab
