@@ -304,7 +304,7 @@ def _resume_point(name, release, service, identity):
         found.append(f"{left['staged']} staged")
     if left["leftovers"]:
         found.append("left beside it: " + ", ".join(os.path.basename(p) for p in left["leftovers"]))
-    found.extend(f"backup {path}" for path in held)
+    found.extend(f"backup {os.path.basename(path)}" for path in held)
     if on_release:
         found.append(f"{name} on {release}")
     if running is False:
@@ -388,7 +388,7 @@ def resumed(name, release, service=None, identity=None):
     if res["restored"]:
         done.append(f"put {res['restored']} back as {name}")
     if res["removed"]:
-        done.append(f"removed {', '.join(res['removed'])}")
+        done.append(f"removed {', '.join(os.path.basename(p) for p in res['removed'])}")
     ret["changes"]["resumed"].update(removed=res["removed"], restored=res["restored"],
                                      kept=res["kept"])
     ret["comment"] = head + (f": {'; '.join(done)}" if done else "") + keep_text

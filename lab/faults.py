@@ -7,6 +7,8 @@ host (or the master) and is undone by the caller (context managers undo themselv
   another release's tree put in by hand (e.g. a JVM that ignores SIGTERM);
 - :func:`kill_minion` / :func:`minion_pid`: a lab host's salt-minion (and its job processes,
   never the service's JVM) killed by pid; :func:`minion_up` (or ``labctl up``) brings it back;
+  :func:`kill_minion_once_stopped`: that kill the moment the run has stopped the host's JVM
+  (the host left between stop and ready);
 - :func:`kill_jobs_in`: SIGKILL of the minion job that has files open under a path (power
   loss in the middle of a copy);
 - :func:`small_disk`: a small tmpfs mounted as a lab host's ``/home`` (ENOSPC), the host
@@ -104,6 +106,21 @@ def kill_minion(host_id, sig=signal.SIGKILL):
             proc.send_signal(sig)
     psutil.wait_procs(procs, timeout=10)
     return [p.pid for p in procs]
+
+
+def kill_minion_once_stopped(host_id, jvm_pids, halt):
+    """Wait until every pid of ``jvm_pids`` (the service's JVM before the run) has exited,
+    then SIGKILL the host's minion at once: the run is cut between the stop and the ready
+    gate (watching the pids is quicker than the bus's "stopped" event, after which the swap
+    and the start follow within milliseconds). Gives up when ``halt`` is set. Returns the
+    killed pids, or [] when halted first."""
+    procs = []
+    for pid in jvm_pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            procs.append(psutil.Process(pid))
+    while procs and not halt.is_set():
+        _, procs = psutil.wait_procs(procs, timeout=0.2)
+    return [] if procs else kill_minion(host_id)
 
 
 def minion_jobs(host_id):

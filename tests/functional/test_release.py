@@ -824,5 +824,5 @@ def test_state_resumed_staged_and_backed_up(states, modules, home, by_hand, v2):
     modules.backup.create(str(by_hand), "2")
     ret = states.release.resumed(name=str(by_hand), release="2")
     assert f"left it at 'backed-up' (2 staged; left beside it: .svc.staging, " \
-           f".svc.staging.json; backup {home}/svc_2)" in ret.comment
+           f".svc.staging.json; backup svc_2)" in ret.comment
     assert modules.release.leftovers(str(by_hand)) == []

@@ -13,6 +13,7 @@ fault targets one service or one host (`services` / `hosts` pillar) and resets o
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -405,54 +406,82 @@ def test_f03_a_minion_down_before_the_run_refuses_before_anything(lab, hosts, ro
     r.finish()
 
 
+def _beside(host):
+    """Names beside a host's program dir that belong to it (staging, .previous, record,
+    backups and their temp dirs)."""
+    target = install_dir(host)
+    return sorted(p.name for p in target.parent.iterdir()
+                  if p.name.startswith((f".{target.name}", f"{target.name}_")))
+
+
 def _where_left(host):
     """What a host looks like on disk and in its process list (read without its minion)."""
-    target = install_dir(host)
-    parent = target.parent
-    beside = sorted(p.name for p in parent.iterdir() if p.name.startswith(f".{target.name}")
-                    or p.name.startswith(f"{target.name}_"))
-    return f"JVMs {labctl.service_pids(host)}, beside the program dir {beside}"
+    return f"JVMs {labctl.service_pids(host)}, beside the program dir {_beside(host)}"
+
+
+def run_report(stdout):
+    """The run report's return (H1's report step: {"summary", "reason", "paths"}), or None
+    when the output holds no report step."""
+    for step in steps_of(stdout).values():
+        said = (step.get("changes") or {}).get("return")
+        if isinstance(said, dict) and "summary" in said and "reason" in said:
+            return said
+    return None
+
+
+RESUMED_RE = re.compile(r"resuming (\S+): an interrupted run left it at '([a-z-]+)'")
 
 
 def test_f04_minion_killed_between_stop_and_ready(lab, hosts, row):
     r = row("4 minion killed between stop and ready",
-            "run fails naming schedule-1 and the step; minion back, one re-run finishes it")
+            "run fails naming schedule-1 and the step; minion back, one re-run resumes it "
+            "(says so), no leftovers")
     sched = pair(hosts, "schedule")
     faults.reset_hosts(sched)
     before = snapshot(sched)
-    killed = {}
+    halt, killed = threading.Event(), {}
 
-    def on_event(tag, _data):
-        if tag == "rollout/upgrade/schedule-1/stopped" and not killed:
-            killed["pids"] = faults.kill_minion("schedule-1")
+    def killer():
+        killed["pids"] = faults.kill_minion_once_stopped(
+            "schedule-1", before["schedule-1"]["pids"], halt)
 
+    thread = threading.Thread(target=killer, daemon=True)
     pillar = {"services": ["schedule"]}
     with Prober([h["id"] for h in sched]) as probe:
-        with events.Listener(on_event):
-            proc = orchestrate("orch.upgrade", pillar, name="f04")
+        thread.start()
+        proc = orchestrate("orch.upgrade", pillar, name="f04")
+        halt.set()
+        thread.join(10)
         left = _where_left(hosts["schedule-1"])
         partners = stopped_partners(hosts, before, ["schedule-2"])
         faults.minion_up("schedule-1")
-        again = orchestrate("orch.upgrade", pillar, name="f04-rerun")
-    left_after = _where_left(hosts["schedule-1"])
-    steps = steps_of(proc.stdout)
-    why = failed_comments(steps, "schedule-1")
-    r["observed"] = (f"killed {'at stopped' if killed else 'NEVER'}; rc={proc.returncode}: "
-                     f"{excerpt(why[0], 120)}; left: {left}; re-run rc={again.returncode}, then "
-                     f"{left_after}")
+        with events.Listener() as listener:
+            again = orchestrate("orch.upgrade", pillar, name="f04-rerun")
+    beside = _beside(hosts["schedule-1"])
+    leftovers = [n for n in beside if n.startswith(".") and n != ".schedule.release.json"]
+    report = run_report(proc.stdout) or {}
+    reason = str(report.get("reason") or why_failed(proc.stdout))
+    resumed = RESUMED_RE.search(text_of(again))
+    resumed_events = [data for _, tag, data in listener.events
+                      if tag == "rollout/upgrade/schedule-1/resumed"]
+    r["observed"] = (f"killed {killed.get('pids') or 'NEVER'} once the JVM had stopped; "
+                     f"rc={proc.returncode}: {excerpt(reason, 140)}; left: {left}; re-run "
+                     f"rc={again.returncode}: "
+                     f"{excerpt(resumed.group(0) if resumed else 'no resume message')}; then "
+                     f"beside {beside}")
     r["both-down instants"] = both_down(probe, "schedule")
-    r.expect(bool(killed), "the minion was not killed (no stopped event)")
+    r.expect(bool(killed.get("pids")), "the minion was not killed (its JVM never stopped)")
     r.expect(proc.returncode != 0, "run exit status 0")
-    r.expect(any("schedule-1" in c for c in why) or "schedule-1" in text_of(proc),
-             "schedule-1 not named")
-    r.expect(any(step in " ".join(why) for step in ("stop", "swap", "start", "ready")),
-             "the step is not named")
+    r.expect(report != {}, "the failed run has no run report")
+    r.expect("schedule-1: no answer after step '" in reason,
+             "the failed run's reason does not name schedule-1 and its last step")
     r.expect(again.returncode == 0, f"re-run failed: {excerpt(text_of(again)[-400:])}")
+    r.expect(bool(resumed) and resumed.group(1) == "schedule-1",
+             "the re-run does not say it resumed schedule-1")
+    r.expect(bool(resumed_events), "no rollout/upgrade/schedule-1/resumed event")
+    r.expect(not leftovers, f"leftovers beside the program dir after the re-run: {leftovers}")
     r.lost(partners + nothing_lost(hosts, before, ["schedule-1", "schedule-2"]))
-    r.finish(known_gaps={"the step is not named": (
-        "product gap (orchestration, not this suite): a minion that dies mid-run is reported "
-        "only as 'Minion schedule-1 did not return a state result.', without the step it had "
-        "reached (its progress events say: stopped)")})
+    r.finish()
 
 
 def test_f05_salt_run_killed_mid_run(lab, hosts, row):
@@ -516,12 +545,16 @@ def test_f06_master_restarted_mid_run(lab, hosts, row):
         again = orchestrate("orch.upgrade", pillar, name="f06-rerun")
     faults.save_output("f06", run.stdout, run.stderr)
     out = run.stdout + run.stderr
+    reason = str((run_report(run.stdout) or {}).get("reason") or why_failed(run.stdout))
+    resumed = RESUMED_RE.search(text_of(again))
     r["observed"] = (f"restarted at staged: {restarted.is_set()}; rc={rc}: "
-                     f"{excerpt(why_failed(run.stdout) or out[-200:])}; re-run "
-                     f"rc={again.returncode}")
+                     f"{excerpt(reason or out[-200:])}; re-run rc={again.returncode}"
+                     + (f": {resumed.group(0)}" if resumed else ""))
     r["both-down instants"] = both_down(probe, "schedule")
     r.expect(restarted.is_set(), "master not restarted (no staged event)")
     r.expect(rc == 0 or (isinstance(rc, int) and out.strip()), "the run hung or said nothing")
+    r.expect(rc == 0 or ("master" in reason.lower() and "restart" in reason.lower()),
+             "the failed run's reason does not say the master restarted")
     r.expect(again.returncode == 0, f"re-run failed: {excerpt(text_of(again)[-400:])}")
     r.lost(nothing_lost(hosts, before, ["schedule-1", "schedule-2"]))
     r.finish()
