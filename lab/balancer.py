@@ -15,13 +15,18 @@ lab pillar's rollout hooks call.
 import argparse
 import csv
 import io
+import os
 import socket
 import subprocess
 import sys
 import time
 from urllib.parse import urlsplit
 
-from lab import labctl
+# Run as a script too (`python /repo/lab/balancer.py drain ecsc-1`: the rollout's hooks run
+# it from any cwd), so the repo root must be importable.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from lab import labctl  # noqa: E402  pylint: disable=wrong-import-position
 
 BALANCER_DIR = labctl.LAB / "balancer"
 CONFIG = BALANCER_DIR / "haproxy.cfg"
@@ -163,12 +168,25 @@ def drain(host_id, timeout=10.0):
         raise SystemExit(f"balancer: {host_id} still has {left} sessions after {timeout:g}s")
 
 
-def undrain(host_id):
-    """Put a host back in rotation (HAProxy sends it traffic once its checks pass)."""
+def undrain(host_id, timeout=10.0):
+    """Put a host back in rotation and wait until HAProxy's checks see it UP (bounded): the
+    partner must not be drained while this host still counts as down."""
     backend = _backend(host_id)
     answer = command(f"set server {backend}/{host_id} state ready").strip()
     if answer:
         raise SystemExit(f"balancer: undrain {host_id}: {answer}")
+    deadline = time.monotonic() + timeout
+    while (status := stats()[host_id]["status"]) != "UP" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if status != "UP":
+        raise SystemExit(f"balancer: {host_id} is {status}, not UP, {timeout:g}s after undrain")
+
+
+def hook(verb, timeout=10):
+    """The lab pillar's drain/undrain hook: this script's command line for a host."""
+    return {"cmd": [sys.executable, os.path.abspath(__file__), verb, "{host}",
+                    "--timeout", str(timeout)],
+            "timeout": timeout + 5}
 
 
 def main(argv=None):
@@ -180,8 +198,7 @@ def main(argv=None):
     for verb in ("drain", "undrain"):
         one = sub.add_parser(verb)
         one.add_argument("host")
-        if verb == "drain":
-            one.add_argument("--timeout", type=float, default=10.0)
+        one.add_argument("--timeout", type=float, default=10.0)
     args = parser.parse_args(argv)
     if args.verb == "up":
         print(f"balancer: up (pid {up()}); {', '.join(url(s) for s in services())}")
@@ -195,7 +212,7 @@ def main(argv=None):
     elif args.verb == "drain":
         drain(args.host, args.timeout)
     else:
-        undrain(args.host)
+        undrain(args.host, args.timeout)
     return 0
 
 
