@@ -6,7 +6,7 @@ PY    := .venv/bin/python
 LAB   := $(PY) -m lab.labctl
 
 .PHONY: deps venv system lab-up lab-down lab-status lab-reset demo test test-fast \
-        test-unit test-functional test-integration faults bench bench-scale clean
+        test-unit test-functional test-integration faults bench bench-scale bench-lb clean
 
 deps: system venv
 
@@ -69,6 +69,11 @@ bench: deps
 # each beside the floor; to a table and .bench/scale.json. Ends with the lab back at 8 hosts.
 bench-scale: deps
 	@$(PY) bench/scale_bench.py $(if $(SIZES),--sizes $(SIZES))
+
+# Issue 11's load-balancer figures: requests lost during orch.upgrade with and without the
+# drain/undrain hooks, to .bench/lb.json.
+bench-lb: deps
+	@$(PY) bench/lb_bench.py
 
 clean: lab-down
 	rm -rf .lab
