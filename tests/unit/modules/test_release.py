@@ -239,3 +239,91 @@ def test_stage_extraction_filter_is_a_second_line_of_defence(tmp_path):
     assert "member 'svc/up' refused during extraction" in str(exc.value)
     assert sorted(os.listdir(home)) == ["svc"]
     assert os.listdir(home / "svc") == ["app.jar"]
+
+
+# --------------------------------------------------------------------------- interrupted / clean
+
+
+def _tree(path, files):
+    path.mkdir(parents=True, exist_ok=True)
+    for rel, text in files.items():
+        (path / rel).write_text(text)
+
+
+def _describe(path, rel_id, files, sha="a"):
+    """A record or staging description (format 1) of ``files`` ({relpath: text})."""
+    import hashlib  # pylint: disable=import-outside-toplevel
+    import json  # pylint: disable=import-outside-toplevel
+
+    path.write_text(json.dumps({
+        "format": 1, "release": rel_id, "archive_sha256": sha * 64,
+        "files": {rel: hashlib.sha256(text.encode()).hexdigest() for rel, text in files.items()},
+        "links": {}, "local": {},
+    }))
+
+
+OLD, NEW = {"app.jar": "v1\n"}, {"app.jar": "v2\n", "new.jar": "new\n"}
+
+
+@pytest.mark.parametrize("case, swap", [
+    ("nothing", None),
+    ("between-renames", "between-renames"),
+    ("before-record", "before-record"),
+    ("before-record, old record", "before-record"),
+    ("after-record", "after-record"),
+    ("stray previous", "unknown"),
+])
+def test_swap_left_from_what_a_cut_swap_leaves(tmp_path, case, swap):
+    """9.4: the point a swap was cut at, read from the files it leaves (its order: live ->
+    .previous, staging -> live, record, then .previous and the description removed)."""
+    target, meta, record = tmp_path / "svc", tmp_path / ".svc.staging.json", tmp_path / ".svc.release.json"
+    if case == "nothing":
+        _tree(target, OLD)
+    elif case == "between-renames":
+        _tree(tmp_path / ".svc.previous", OLD)
+        _tree(tmp_path / ".svc.staging", NEW)
+        _describe(meta, "2", NEW)
+    elif case.startswith("before-record"):
+        _tree(tmp_path / ".svc.previous", OLD)
+        _tree(target, NEW)
+        _describe(meta, "2", NEW)
+        if case.endswith("old record"):
+            _describe(record, "1", OLD, sha="b")
+    elif case == "after-record":
+        _tree(tmp_path / ".svc.previous", {})  # partly removed
+        _tree(target, NEW)
+        _describe(meta, "2", NEW)
+        _describe(record, "2", NEW)
+    else:
+        _tree(tmp_path / ".svc.previous", OLD)
+        _tree(target, {"app.jar": "hot-patched\n"})
+        _describe(record, "1", OLD)
+    found = release.interrupted(str(target))
+    assert found["swap"] == swap
+    assert found["staged"] == ("2" if meta.exists() else None)
+
+
+def test_clean_undoes_a_swap_cut_before_its_record(tmp_path):
+    """The old tree comes back whole; before the fix clean removed .previous, its only copy."""
+    target = tmp_path / "svc"
+    _tree(tmp_path / ".svc.previous", OLD)
+    _tree(target, NEW)
+    _describe(tmp_path / ".svc.staging.json", "2", NEW)
+    ret = release.clean(str(target))
+    assert ret["restored"] == str(tmp_path / ".svc.previous") and ret["swap"] == "before-record"
+    assert {p.name: p.read_text() for p in target.iterdir()} == OLD
+    assert sorted(os.listdir(tmp_path)) == ["svc"]
+
+
+def test_clean_keeps_previous_when_told(tmp_path):
+    target = tmp_path / "svc"
+    _tree(tmp_path / ".svc.previous", OLD)
+    _tree(target, NEW)
+    _describe(tmp_path / ".svc.release.json", "2", NEW)
+    (tmp_path / ".___atomic_write_x").write_text("")
+    ret = release.clean(str(target), drop_previous=False)
+    assert ret == {"target": str(target), "swap": "after-record",
+                   "removed": [str(tmp_path / ".___atomic_write_x")], "restored": None,
+                   "kept": [str(tmp_path / ".svc.previous")]}
+    assert release.clean(str(target))["removed"] == [str(tmp_path / ".svc.previous")]
+    assert release.interrupted(str(target))["leftovers"] == []

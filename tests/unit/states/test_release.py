@@ -86,3 +86,94 @@ def test_typed_errors_become_the_comment_and_others_keep_their_traceback():
     with patch.dict(release_state.__salt__, {"release.status": deployed}):
         with pytest.raises(KeyError):
             release_state.staged(NAME, "salt://x.tar", "a" * 64, "v2")
+
+
+# --------------------------------------------------------------------------- resumed (issue 9.4)
+
+LEFT = [f"/home/.ecsc.{n}" for n in ("staging", "staging.json")]
+
+
+def _resume_salt(swap=None, staged="v2", leftovers=(), running=True, on_release=False,
+                 backups=()):
+    leftovers = list(leftovers) + (["/home/.ecsc.previous"] if swap else [])
+    status = {"release": "v2" if on_release else None, "intact": True, "archive_sha256": None}
+    manifest = {"files": {"a.jar": {"sha256": "1" * 64}}, "symlinks": {}}
+    return {
+        "release.interrupted": MagicMock(return_value={
+            "target": NAME, "swap": swap, "staged": staged if leftovers else None,
+            "leftovers": sorted(leftovers)}),
+        "release.status": MagicMock(return_value=status),
+        "javaservice.status": MagicMock(return_value={"running": running}),
+        "backup.list": MagicMock(return_value=[
+            {"tag": t, "family": t.split(".")[0], "path": f"{NAME}_{t}"} for t in backups]),
+        "backup.manifest": MagicMock(return_value=manifest),
+        "backup.verify": MagicMock(return_value={"ok": True}),
+        "release.clean": MagicMock(return_value={
+            "target": NAME, "swap": swap, "removed": sorted(leftovers), "restored": None,
+            "kept": []}),
+    }
+
+
+@pytest.mark.parametrize("kwargs, step", [
+    ({}, None),                                               # a first run: nothing left
+    ({"backups": ["v2"]}, None),                              # upgraded and rolled back before
+    ({"leftovers": LEFT}, "staged"),
+    ({"leftovers": LEFT, "backups": ["v2"]}, "backed-up"),
+    ({"leftovers": LEFT, "backups": ["v1"]}, "staged"),       # another release's backup
+    ({"leftovers": LEFT, "backups": ["v2"], "running": False}, "stopped"),
+    ({"backups": ["v2"], "running": False}, "stopped"),
+    ({"swap": "between-renames", "running": False}, "swapped"),
+    ({"swap": "after-record", "running": False, "on_release": True, "backups": ["v2"]},
+     "swapped"),
+    ({"running": False, "on_release": True}, "swapped"),      # swapped, killed before start
+    ({"running": False}, None),                               # down, but no run left it so
+])
+def test_resumed_names_the_step_an_interrupted_run_reached(kwargs, step):
+    salt = _resume_salt(**kwargs)
+    scan = MagicMock(return_value={"files": {}, "symlinks": {}, "dirs": {}, "other": []})
+    with patch.dict(release_state.__salt__, salt), patch.dict(
+            release_state.__utils__, {"rollout_tree.scan": scan}):
+        ret = release_state.resumed(NAME, "v2", service="ecsc", identity={"catalina_base": "/b"})
+    assert ret["result"] is True
+    salt["javaservice.status"].assert_called_once_with("ecsc", catalina_base="/b")
+    if step is None:
+        assert ret["changes"] == {} and "nothing left by an interrupted run" in ret["comment"]
+        salt["release.clean"].assert_not_called()
+        return
+    assert ret["changes"]["resumed"]["step"] == step
+    assert ret["comment"].startswith(
+        f"resuming {MINION}: an interrupted run left it at '{step}' (")
+    salt["release.clean"].assert_called_once_with(NAME, drop_previous=True)
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_resumed_drops_previous_only_when_a_verified_backup_holds_it(held):
+    salt = _resume_salt(swap="after-record", running=False, on_release=True, backups=["v2"])
+    files = {"a.jar": {"sha256": ("1" if held else "2") * 64}}
+    scan = MagicMock(return_value={"files": files, "symlinks": {}, "other": []})
+    with patch.dict(release_state.__salt__, salt), patch.dict(
+            release_state.__utils__, {"rollout_tree.scan": scan}):
+        ret = release_state.resumed(NAME, "v2", service="ecsc")
+    scan.assert_called_once_with("/home/.ecsc.previous")
+    salt["release.clean"].assert_called_once_with(NAME, drop_previous=held)
+    if held:
+        assert f"/home/.ecsc.previous is held by {NAME}_v2" in ret["comment"]
+    else:
+        assert "kept /home/.ecsc.previous: no verified backup holds all of it" in ret["comment"]
+        salt["backup.verify"].assert_not_called()
+
+
+def test_resumed_test_mode_touches_nothing_and_errors_are_the_comment():
+    salt = _resume_salt(leftovers=LEFT, backups=["v2"])
+    with patch.dict(release_state.__salt__, salt), patch.dict(release_state.__opts__,
+                                                              {"test": True}):
+        ret = release_state.resumed(NAME, "v2")
+    assert ret["result"] is None and ret["comment"].startswith(
+        f"would be resuming {MINION}: an interrupted run left it at 'backed-up'")
+    salt["release.clean"].assert_not_called()
+    salt["javaservice.status"].assert_not_called()  # no service named: not asked
+    salt["release.interrupted"].side_effect = CommandExecutionError("release on minion m: bad")
+    with patch.dict(release_state.__salt__, salt):
+        ret = release_state.resumed(NAME, "v2")
+    assert ret == {"name": NAME, "changes": {}, "result": False,
+                   "comment": "release on minion m: bad"}
