@@ -25,8 +25,8 @@ after success or failure: rollout-unlock (runner rolloutlock.release).
 import logging
 import uuid
 
-# The py renderer binds the name `salt` to __salt__: import the wheel client under its own.
-import salt.wheel as salt_wheel
+# The py renderer binds the name `salt` to __salt__: import Salt's modules under other names.
+import salt.key as salt_key
 from salt.exceptions import SaltInvocationError
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,11 @@ def _runner(fun, **kwargs):
 def _known_minions():
     """Ids of the minions whose keys the master accepted (None when it cannot tell)."""
     try:
-        # __opts__ here is the loader's proxy: the client wants the plain dict.
-        with salt_wheel.WheelClient(dict(__opts__)) as wheel:
-            keys = wheel.cmd("key.list", ["accepted"], print_event=False)
-            return set(keys.get("minions", []))
+        # The master's key store directly (what the wheel's key.list reads): a WheelClient
+        # would leave an unclosed MasterMinion behind (a warning, and a returner import
+        # traceback when the process exits). __opts__ is the loader's proxy: pass a dict.
+        with salt_key.get_key(dict(__opts__)) as keys:
+            return set(keys.list_status("accepted").get("minions", []))
     except Exception as exc:  # pylint: disable=broad-except
         log.warning("orch.upgrade: cannot list accepted minion keys: %s", exc)
         return None  # the pre-flight, which every host must answer, still catches it
