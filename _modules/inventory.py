@@ -41,6 +41,7 @@ import socket
 import urllib.parse
 
 import salt.utils.data
+import salt.utils.hashutils
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
@@ -748,3 +749,73 @@ def check_host(minion_id=None, release=None, archive=True, pillar=None):
                      f"{resolved['address']} is not an address of {hid}")
     problems.raise_if_any(CommandExecutionError, prefix=f"{hid}: ")
     return {"id": hid, "service": svc, "checked": checked, "host": resolved}
+
+
+# Custom module types the repo ships to minions (``_modules``, ``_states``, ``_utils``), by the
+# name of their directory under the minion's ``extension_modules``.
+SHIPPED_CODE = ("modules", "states", "utils")
+
+
+def _code_hashes():
+    """{"<type>/<file>": sha256} of the custom modules synced to this minion."""
+    root = __opts__.get("extension_modules") or os.path.join(__opts__["cachedir"], "extmods")
+    found = {}
+    for kind in SHIPPED_CODE:
+        try:
+            names = sorted(os.listdir(os.path.join(root, kind)))
+        except FileNotFoundError:
+            continue
+        for name in names:
+            path = os.path.join(root, kind, name)
+            if name.endswith(".py") and os.path.isfile(path):
+                found[f"{kind}/{name}"] = salt.utils.hashutils.get_hash(path, "sha256")
+    return found
+
+
+def current(minion_id=None, release=None, pillar=None):
+    """
+    What this host runs now, read-only: whether it is already on the release (the deployed
+    record names it, the program dir is intact and came from the pillar's archive, the JVM
+    started after that deploy and the health URL answers 200) and the sha256 of each custom
+    module synced to it. ``orch.upgrade`` asks every targeted host this once while it renders,
+    so a host with nothing to do costs no state job and a minion whose modules are the
+    master's is not synced again.
+
+    Returns ``{"id", "release", "on_release": bool, "why": what is not as planned (None when
+    on_release), "code": {"modules/<file>": sha256, ...}}``. A pillar problem raises, as
+    :func:`host` does.
+
+    minion_id, release, pillar
+        As for :func:`host`.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' inventory.current
+        salt ecsc-1 inventory.current release=20170220
+    """
+    resolved = host(minion_id, release=release, pillar=pillar)
+    target, svc = resolved["install_dir"], resolved["service"]
+    deployed = __salt__["release.status"](target)
+    ret = {"id": resolved["id"], "release": deployed["release"], "on_release": False,
+           "why": None, "code": _code_hashes()}
+    sha256 = resolved["sha256"].lower()
+    if deployed["release"] != resolved["release"]:
+        ret["why"] = f"{target} is on {deployed['release']}, not {resolved['release']}"
+    elif deployed["intact"] is not True:
+        ret["why"] = f"{target} differs from its deployed record"
+    elif sha256 and (deployed["archive_sha256"] or "") != sha256:
+        ret["why"] = f"{target} came from another archive than sha256 {sha256}"
+    else:
+        running = __salt__["javaservice.status"](svc, install_dir=target, **resolved["identity"])
+        health = __utils__["rollout_http.get"](resolved["health_url"], timeout=5)
+        if not running["running"]:
+            ret["why"] = f"{svc} is not running"
+        elif running["release"] != resolved["release"]:
+            ret["why"] = f"{svc}'s JVM does not run {resolved['release']}: {running['release_note']}"
+        elif health["status"] != 200:
+            ret["why"] = f"{resolved['health_url']} answers {health['status']}"
+        else:
+            ret["on_release"] = True
+    return ret

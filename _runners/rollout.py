@@ -1,10 +1,16 @@
 """
-Master-side pre-flight of an upgrade or rollback (orch.upgrade and orch.rollback run it right
-after taking the rollout lock): every targeted minion answers, and none is still running a
-state job (one left by an interrupted run, e.g. a killed ``salt-run``: the minion finishes it
-on its own; this run waits for it, then resumes the host from where that job left it).
+Master-side pre-flight of an upgrade or rollback, in as few job rounds as it can:
 
-:depends: none (the master's LocalClient)
+- :func:`survey` (orch.upgrade's render, read-only, one job): which targeted hosts are already
+  on the release with their service up and healthy, which minions' custom modules differ from
+  the master's, which run a state job.
+- :func:`answering` (right after the rollout lock): every targeted minion answers, none is
+  still running a state job (one left by an interrupted run, e.g. a killed ``salt-run``: the
+  minion finishes it on its own; this run waits for it, then resumes the host from where that
+  job left it), and the minions whose modules are stale are synced - only those, only the
+  module types this repo ships, and their modules reloaded only when something changed.
+
+:depends: none (the master's LocalClient and file server)
 """
 
 import json
@@ -12,6 +18,7 @@ import logging
 import time
 
 import salt.client
+import salt.fileclient
 from salt.exceptions import CommandExecutionError, SaltClientError, SaltInvocationError
 
 log = logging.getLogger(__name__)
@@ -23,39 +30,128 @@ def __virtual__():
     return __virtualname__
 
 
-POLL_SECONDS = 2
+POLL_SECONDS = 0.5
+# The custom module types the repo ships to minions: salt://_<type>/ -> extmods/<type>/.
+# utils first: the modules and states that use them load them.
+SHIPPED_CODE = ("utils", "modules", "states")
 
 
-def _cmd(hosts, fun, timeout):
-    """{id: return} of ``fun`` on the hosts that answered within ``timeout`` seconds."""
+def _cmd(hosts, fun, timeout, arg=()):
+    """{id: return} of ``fun`` (a function or a list of them: one compound job; ``arg`` then
+    one argument list per function) on the hosts that answered within ``timeout`` seconds."""
     client = salt.client.get_local_client(__opts__["conf_file"])
     try:
-        return client.cmd(hosts, fun, tgt_type="list", timeout=timeout) or {}
+        return client.cmd(hosts, fun, arg=list(arg), tgt_type="list", timeout=timeout) or {}
     finally:
         client.destroy()
 
 
-def _ping(hosts, timeout):
-    return _cmd(hosts, "test.ping", timeout)
+def _hosts(hosts):
+    if isinstance(hosts, str):
+        hosts = [h.strip() for h in hosts.split(",") if h.strip()]
+    if not isinstance(hosts, (list, tuple)) or not hosts:
+        raise SaltInvocationError(f"hosts must be a non-empty list of minion ids, got {hosts!r}")
+    return list(hosts)
 
 
-def _state_jobs(hosts, timeout):
-    """{id: ["<fun> jid <jid>", ...]} of the state jobs running on the hosts."""
-    running = _cmd(hosts, "saltutil.running", timeout)
-    busy = {}
-    for host, jobs in running.items():
-        for job in jobs if isinstance(jobs, list) else []:
-            if isinstance(job, dict) and str(job.get("fun", "")).startswith("state."):
-                busy.setdefault(host, []).append(f"{job['fun']} jid {job.get('jid')}")
-    return busy
+def _state_jobs(jobs):
+    """["<fun> jid <jid>", ...] of the state jobs in a ``saltutil.running`` return."""
+    return [f"{job['fun']} jid {job.get('jid')}" for job in (jobs if isinstance(jobs, list) else [])
+            if isinstance(job, dict) and str(job.get("fun", "")).startswith("state.")]
 
 
-def answering(hosts, command="orch.upgrade", timeout=10, wait=600):
+def master_code():
     """
-    Check that every one of ``hosts`` answers ``test.ping`` within ``timeout`` seconds, or
-    raise ``CommandExecutionError`` naming the silent ones and the command that runs the
-    others without them. Then wait (up to ``wait`` seconds) until none of them runs a state
-    job any more (one left by an interrupted run), or raise naming the host and the job.
+    {"<type>/<file>": sha256} of the custom modules the master's file server ships to minions
+    (``salt://_modules``, ``_states``, ``_utils``), as :func:`survey` compares them.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run rollout.master_code
+    """
+    client = salt.fileclient.FSClient(__opts__)
+    try:
+        found = {}
+        for kind in SHIPPED_CODE:
+            for path in client.file_list("base", prefix=f"_{kind}/"):
+                name = path[len(kind) + 2:]
+                if "/" not in name and name.endswith(".py"):
+                    found[f"{kind}/{name}"] = client.hash_file(f"salt://{path}", "base")["hsum"]
+        return found
+    finally:
+        client.destroy()
+
+
+def survey(hosts, pillar=None, timeout=10):
+    """
+    Ask every one of ``hosts``, in one job and read-only, ``inventory.current`` (is it on the
+    release, intact, its JVM up since the deploy, its health 200; the sha256 of its synced
+    modules) and ``saltutil.running``. Returns ``{"current": [hosts with nothing to do: on the
+    release, healthy, idle, modules the master's], "stale": [hosts whose modules differ or that
+    could not say], "busy": {host: [state jobs]}, "silent": [hosts that did not answer],
+    "why": {host: what is not as planned}}``. Never raises for a host: a host it cannot judge
+    is simply not "current" (the run then treats it in full).
+
+    hosts
+        Minion ids (a list).
+
+    pillar
+        The inventory/release pillar the orchestration plans with (passed to the minions).
+
+    timeout
+        Seconds to wait for the answers.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run rollout.survey hosts='[ecsc-1, ecsc-2]'
+    """
+    hosts = _hosts(hosts)
+    kwargs = {"__kwarg__": True}
+    if pillar:
+        kwargs["pillar"] = pillar
+    try:
+        answers = _cmd(hosts, ["saltutil.running", "inventory.current"], timeout,
+                       arg=[[], [kwargs]])
+    except SaltClientError as exc:
+        log.warning("rollout.survey: cannot ask the minions: %s", exc)
+        answers = {}
+    master = master_code()
+    ret = {"current": [], "stale": [], "busy": {}, "silent": [], "why": {}}
+    for host in hosts:
+        answer = answers.get(host)
+        if not isinstance(answer, dict):
+            ret["silent"].append(host)
+            ret["stale"].append(host)
+            continue
+        busy = _state_jobs(answer.get("saltutil.running"))
+        if busy:
+            ret["busy"][host] = busy
+        now = answer.get("inventory.current")
+        if not isinstance(now, dict):  # not synced yet, or it raised: the text says why
+            ret["stale"].append(host)
+            ret["why"][host] = str(now)
+            continue
+        if now.get("code") != master:
+            ret["stale"].append(host)
+        elif now.get("on_release") and not busy:
+            ret["current"].append(host)
+        if now.get("why"):
+            ret["why"][host] = now["why"]
+    return ret
+
+
+def answering(hosts, command="orch.upgrade", timeout=10, wait=600, sync=None, checked=None):
+    """
+    Check that every one of ``hosts`` answers within ``timeout`` seconds, or raise
+    ``CommandExecutionError`` naming the silent ones and the command that runs the others
+    without them. Then wait (up to ``wait`` seconds) until none of them runs a state job any
+    more (one left by an interrupted run), or raise naming the host and the job. Then sync
+    the repo's custom modules (``_utils``, ``_modules``, ``_states``) to the hosts in ``sync``
+    and reload the modules of those where the sync changed something.
 
     hosts
         Minion ids (a list).
@@ -69,26 +165,46 @@ def answering(hosts, command="orch.upgrade", timeout=10, wait=600):
     wait
         Seconds to wait for state jobs already running on the hosts to end.
 
+    sync
+        Hosts to sync (a list; ``True``: all of ``hosts``; default none).
+
+    checked
+        Hosts :func:`survey` already saw answer with no state job running (while this run
+        rendered): not asked again.
+
     CLI Example:
 
     .. code-block:: bash
 
         salt-run rollout.answering hosts='[ecsc-1, ecsc-2]'
+        salt-run rollout.answering hosts='[ecsc-1, ecsc-2]' sync=True
     """
-    if isinstance(hosts, str):
-        hosts = [h.strip() for h in hosts.split(",") if h.strip()]
-    if not isinstance(hosts, (list, tuple)) or not hosts:
-        raise SaltInvocationError(f"hosts must be a non-empty list of minion ids, got {hosts!r}")
-    try:
-        answered = _ping(list(hosts), timeout)
-    except SaltClientError as exc:
-        raise CommandExecutionError(
-            f"cannot ask the minions whether they answer (is the salt-master running?): {exc}; "
-            "no host was touched"
-        ) from exc
-    silent = [host for host in hosts if answered.get(host) is not True]
-    if not silent:
-        return {"answered": list(hosts), "waited_for": _wait_idle(list(hosts), timeout, wait)}
+    hosts = _hosts(hosts)
+    ask = [host for host in hosts if host not in (checked or [])]
+    waited = {}
+    if ask:
+        try:
+            running = _cmd(ask, "saltutil.running", timeout)
+        except SaltClientError as exc:
+            raise CommandExecutionError(
+                f"cannot ask the minions whether they answer (is the salt-master running?): "
+                f"{exc}; no host was touched"
+            ) from exc
+        silent = [host for host in ask if host not in running]
+        if silent:
+            raise _silent_error(hosts, silent, command, timeout)
+        busy = {host: jobs for host, jobs in
+                ((h, _state_jobs(running[h])) for h in ask) if jobs}
+        if busy:
+            waited = _wait_idle(list(busy), busy, timeout, wait)
+    ret = {"answered": hosts, "waited_for": waited}
+    targets = hosts if sync is True else [host for host in hosts if host in (sync or [])]
+    if targets:
+        ret["synced"] = _sync(targets, timeout)
+    return ret
+
+
+def _silent_error(hosts, silent, command, timeout):
     rest = [host for host in hosts if host not in silent]
     hint = (
         f"to run the others without {'it' if len(silent) == 1 else 'them'}: salt-run "
@@ -96,23 +212,20 @@ def answering(hosts, command="orch.upgrade", timeout=10, wait=600):
         if rest
         else "no targeted minion answers"
     )
-    raise CommandExecutionError(
-        f"{', '.join(silent)}: the minion did not answer test.ping within {timeout}s; "
+    return CommandExecutionError(
+        f"{', '.join(silent)}: the minion did not answer within {timeout}s; "
         f"no host was touched. Bring it back (salt-key -L, its salt-minion service) and run "
         f"{command} again, or {hint}"
     )
 
 
-def _wait_idle(hosts, timeout, wait):
+def _wait_idle(hosts, busy, timeout, wait):
     """Wait until no host runs a state job; the jobs that were waited for."""
     deadline = time.monotonic() + float(wait)
     waited = {}
     while True:
-        busy = _state_jobs(hosts, timeout)
-        if not busy:
-            return waited
         for host, jobs in busy.items():
-            waited.setdefault(host, sorted(set(waited.get(host, []) + jobs)))
+            waited[host] = sorted(set(waited.get(host, []) + jobs))
         if time.monotonic() >= deadline:
             running = "; ".join(f"{host}: {', '.join(jobs)}" for host, jobs in sorted(busy.items()))
             raise CommandExecutionError(
@@ -121,3 +234,35 @@ def _wait_idle(hosts, timeout, wait):
             )
         log.warning("rollout: waiting for state jobs to end: %s", busy)
         time.sleep(POLL_SECONDS)
+        running = _cmd(hosts, "saltutil.running", timeout)
+        busy = {host: jobs for host, jobs in
+                ((h, _state_jobs(running.get(h))) for h in hosts) if jobs}
+        if not busy:
+            return waited
+
+
+def _sync(hosts, timeout):
+    """Sync the shipped module types to ``hosts`` (one job, no reload), then reload the
+    modules where a file changed (one more job, only then). {host: [changed files]}."""
+    funs = [f"saltutil.sync_{kind}" for kind in SHIPPED_CODE]
+    arg = [[{"refresh": False, "__kwarg__": True}] for _ in funs]
+    # A sync of eight minions on a loaded master outlasts a ping's timeout.
+    synced = _cmd(hosts, funs, max(timeout, 60), arg=arg)
+    missing = [host for host in hosts if not isinstance(synced.get(host), dict)]
+    if missing:
+        raise CommandExecutionError(
+            f"{', '.join(missing)}: the module sync did not return "
+            f"({', '.join(str(synced.get(h)) for h in missing)}); no host was touched"
+        )
+    changed = {}
+    for host in hosts:
+        for fun, files in synced[host].items():
+            if not isinstance(files, list):
+                raise CommandExecutionError(f"{host}: {fun} failed: {files}; no host was touched")
+            changed.setdefault(host, []).extend(files)
+    changed = {host: files for host, files in changed.items() if files}
+    if changed:
+        # Wait for the reload: the next state job must find the new modules.
+        _cmd(list(changed), "saltutil.refresh_modules", max(timeout, 60),
+             arg=[{"async": False, "__kwarg__": True}])
+    return changed

@@ -14,18 +14,24 @@ own failhard would skip the host's armed rollback.
 
 Steps: the inventory is validated while this file renders (a bad key fails the run before
 anything is touched; rendering changes nothing: `state.show_sls` and test=True take no lock)
--> rollout-lock (runner rolloutlock.acquire: one rollout at a time; a lock left by a killed
-run is reported and taken over) -> every targeted minion answers (else the run stops before
-any host is touched and says how to run the others) -> modules synced -> pre-flight on every
-targeted host (archive valid, disk room) -> per pair: host 1 (release.upgrade), then host 2
-only if host 1 passed every gate. A failed host rolls itself back to its backup. Last step,
-after success or failure: rollout-unlock (runner rolloutlock.release).
+and every targeted host is asked once, read-only (runner rollout.survey): is it already on
+the release (record intact, JVM up since the deploy, health 200, no state job running, its
+modules the master's)? Such a host gets no state job: its step says so. Then rollout-lock
+(runner rolloutlock.acquire: one rollout at a time; a lock left by a killed run is reported
+and taken over) -> minions-answer (runner rollout.answering: every host with work answers,
+else the run stops before any host is touched and says how to run the others; state jobs
+left by an interrupted run are waited for; modules synced to the minions whose modules differ
+from the master's, only those) -> pre-flight on every host with work (archive valid, disk
+room) -> per pair: host 1 (release.upgrade), then host 2 only if host 1 passed every gate. A
+failed host rolls itself back to its backup. Last step, after success or failure:
+rollout-unlock (runner rolloutlock.release).
 """
 
 import logging
 import uuid
 
 # The py renderer binds the name `salt` to __salt__: import Salt's modules under other names.
+import salt.loader as salt_loader
 import salt.key as salt_key
 from salt.exceptions import SaltInvocationError
 
@@ -59,6 +65,24 @@ def _known_minions():
         return None  # the pre-flight, which every host must answer, still catches it
 
 
+def _survey(hosts, passthrough):
+    """What the targeted hosts run now (runner rollout.survey: one read-only job)."""
+    runners = salt_loader.runner(dict(__opts__))
+    return runners["rollout.survey"](hosts, pillar=passthrough)
+
+
+def _nothing_to_do(comment, require):
+    return {"test.configurable_test_state": [
+        {"changes": False}, {"result": True}, {"comment": comment}, {"require": require},
+    ]}
+
+
+def _req(sids, idle_steps):
+    """Requisites on the steps ``sids``, each by its state module: test for the steps with
+    nothing to do (``idle_steps``), salt for the others."""
+    return [{"test" if sid in idle_steps else "salt": sid} for sid in dict.fromkeys(sids)]
+
+
 def run():
     pillar = __pillar__
     plan = __salt__["inventory.plan"](
@@ -80,27 +104,33 @@ def run():
     parallel = pillar.get("parallel", True) is not False
     failhard = bool(pillar.get("failhard", False))
 
+    survey = _survey(hosts, passthrough)
+    # Hosts already on the release get no job at all; only the others are synced (when their
+    # modules differ from the master's), pre-flighted and upgraded.
+    work = [host for host in hosts if host not in survey["current"]]
+    idle = [host for host in work if host not in survey["silent"] + list(survey["busy"])]
+    release = passthrough.get("release", {}).get("id")
+    idle_steps = {f"upgrade-{host}" for host in hosts if host not in work}
+    if not work:
+        idle_steps.add("preflight")
+
     owner = uuid.uuid4().hex  # names this run's lock; rendering takes none
     states = {
         "rollout-lock": _runner("rolloutlock.acquire", kind="upgrade", owner=owner, hosts=hosts),
-        "minions-answer": _runner(
-            "rollout.answering", hosts=hosts, command="orch.upgrade",
-            require=[{"salt": "rollout-lock"}],
-        ),
-        "sync-modules": {
-            "salt.function": [
-                {"name": "saltutil.sync_all"},
-                {"tgt": hosts},
-                {"tgt_type": "list"},
-                {"expect_minions": True},
-                {"require": [{"salt": "minions-answer"}]},
-            ]
-        },
-        "preflight": _step(
-            "release.preflight", hosts, passthrough,
-            expect_minions=True, require=[{"salt": "sync-modules"}],
-        ),
     }
+    if work:
+        states["minions-answer"] = _runner(
+            "rollout.answering", hosts=work, command="orch.upgrade",
+            sync=[host for host in work if host in survey["stale"]], checked=idle,
+            require=[{"salt": "rollout-lock"}],
+        )
+        states["preflight"] = _step(
+            "release.preflight", work, passthrough,
+            expect_minions=True, require=[{"salt": "minions-answer"}],
+        )
+    else:
+        states["preflight"] = _nothing_to_do(f"every targeted host is already on {release}",
+                                             [{"salt": "rollout-lock"}])
     # Not parallel: steps run one at a time in the order written here, the runbook's order.
     # A host after the first of its pair runs only if the one before it passed. failhard
     # stops the whole run at the first failed host: one at a time, each host requires every
@@ -115,16 +145,20 @@ def run():
             requires = ["preflight"] + ([before] if before else [])
             if failhard:
                 requires += done if not parallel else (first_hosts if before else [])
-            extra = {"expect_minions": True,
-                     "require": [{"salt": r} for r in dict.fromkeys(requires)]}
-            if parallel:
-                extra["parallel"] = True
-            states[sid] = _step("release.upgrade", host, passthrough, **extra)
+            if host in work:
+                extra = {"expect_minions": True, "require": _req(requires, idle_steps)}
+                if parallel:
+                    extra["parallel"] = True
+                states[sid] = _step("release.upgrade", host, passthrough, **extra)
+            else:
+                states[sid] = _nothing_to_do(
+                    f"{host}: already on {release} (deployed record intact, its JVM started "
+                    "after the deploy, health answers 200): not touched", _req(requires, idle_steps))
             before = sid
             done.append(sid)
     # Give the lock back whatever happened: after every step passed, or (onfail: any step
     # that ran and failed) after a failure, but never when this run did not take it.
-    steps = [{"salt": sid} for sid in states if sid != "rollout-lock"]
+    steps = _req([sid for sid in states if sid != "rollout-lock"], idle_steps)
     states["rollout-unlock"] = _runner("rolloutlock.release", owner=owner, require=steps)
     states["rollout-unlock-after-failure"] = _runner(
         "rolloutlock.release", owner=owner, require=[{"salt": "rollout-lock"}], onfail=steps

@@ -353,3 +353,44 @@ def test_pillar_example_is_a_valid_inventory():
     assert plan == [{"service": "ecsc", "hosts": ["ecsc-1", "ecsc-2"]}]
     host = inventory.host("ecsc-1", pillar=example)
     assert host["stop"]["signal"] == "TERM" and host["settle"] == 3
+
+
+def test_current_says_on_release_only_when_record_jvm_and_health_agree(tmp_path, pillar):
+    """inventory.current (orch.upgrade's survey): on the release only when the record names
+    it intact from the pillar's archive, the JVM runs it and health answers 200; and the
+    sha256 of each synced module."""
+    import hashlib
+    from unittest.mock import MagicMock, patch
+
+    rel = pillar["release"]["id"]
+    ext = tmp_path / "extmods"
+    (ext / "modules").mkdir(parents=True)
+    (ext / "modules" / "release.py").write_text("x = 1\n")
+    (ext / "grains").mkdir()
+    (ext / "grains" / "other.py").write_text("")  # not a type the repo ships
+    status = {"release": rel, "intact": True, "archive_sha256": SHA}
+    jvm = {"running": True, "release": rel, "release_note": "deployed ..."}
+    salt_funcs = {"release.status": MagicMock(side_effect=lambda t: dict(status)),
+                  "javaservice.status": MagicMock(side_effect=lambda *a, **k: dict(jvm))}
+    answer = {"status": 200}
+    get = MagicMock(side_effect=lambda *a, **k: dict(answer))
+    with patch.dict(inventory.__opts__, {"extension_modules": str(ext)}), \
+            patch.dict(inventory.__utils__, {"rollout_http.get": get}), \
+            patch.object(inventory, "__salt__", salt_funcs, create=True):
+        now = inventory.current(pillar=pillar)
+        assert now["on_release"] is True and now["why"] is None and now["id"] == "ecmc-1"
+        assert now["code"] == {"modules/release.py": hashlib.sha256(b"x = 1\n").hexdigest()}
+        for change, why in (
+            (lambda: status.update(release="20161201"), "is on 20161201"),
+            (lambda: status.update(intact=False), "differs from its deployed record"),
+            (lambda: status.update(archive_sha256="cd" * 32), "came from another archive"),
+            (lambda: jvm.update(running=False), "is not running"),
+            (lambda: jvm.update(release=None, release_note="the JVM started before"),
+             "does not run"),
+            (lambda: answer.update(status=503), "answers 503"),
+        ):
+            saved = (dict(status), dict(jvm), dict(answer))
+            change()
+            now = inventory.current(pillar=pillar)
+            assert now["on_release"] is False and why in now["why"], (why, now)
+            status.update(saved[0]), jvm.update(saved[1]), answer.update(saved[2])

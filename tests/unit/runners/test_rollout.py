@@ -1,5 +1,8 @@
 """Unit tests of the master-side pre-flight runner (_runners/rollout.py): a minion that does
-not answer stops the run before any host is touched, named, with the command for the rest."""
+not answer stops the run before any host is touched, named, with the command for the rest;
+state jobs left by an interrupted run are waited for; only stale minions are synced, and
+reloaded only when the sync changed something; the render's survey tells hosts with nothing
+to do from the others."""
 
 import json
 import shlex
@@ -8,10 +11,11 @@ from unittest.mock import patch
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from tests.conftest import load_repo_module
+from tests.conftest import REPO_ROOT, load_repo_module
 
 rollout = load_repo_module("runners", "rollout")
 HOSTS = ["ecsc-1", "ecsc-2", "ecmc-1", "ecmc-2"]
+CODE = {"modules/release.py": "a" * 64}
 
 
 @pytest.fixture
@@ -19,39 +23,60 @@ def configure_loader_modules(tmp_path):
     return {rollout: {"__opts__": {"conf_file": str(tmp_path / "master")}}}
 
 
-def test_every_minion_answers():
-    with patch.object(rollout, "_ping", return_value={h: True for h in HOSTS}) as ping, \
-            patch.object(rollout, "_cmd", return_value={h: [] for h in HOSTS}):
+class Jobs:
+    """A fake LocalClient: answers per function name, and the jobs it was given."""
+
+    def __init__(self, **answers):
+        self.answers, self.calls = answers, []
+
+    def __call__(self, hosts, fun, timeout, arg=()):
+        self.calls.append((list(hosts), fun, list(arg)))
+        answer = self.answers[fun if isinstance(fun, str) else "+".join(fun)]
+        answer = next(answer) if hasattr(answer, "__next__") else answer
+        got = {h: (answer(h) if callable(answer) else answer) for h in hosts}
+        return {h: v for h, v in got.items() if v is not None}
+
+
+def test_every_minion_answers_in_one_job():
+    jobs = Jobs(**{"saltutil.running": []})
+    with patch.object(rollout, "_cmd", jobs):
         assert rollout.answering(HOSTS, timeout=4) == {"answered": HOSTS, "waited_for": {}}
-    ping.assert_called_once_with(HOSTS, 4)
+    assert jobs.calls == [(HOSTS, "saltutil.running", [])]
+
+
+def test_hosts_the_survey_saw_idle_are_not_asked_again():
+    jobs = Jobs(**{"saltutil.running": []})
+    with patch.object(rollout, "_cmd", jobs):
+        assert rollout.answering(HOSTS, checked=HOSTS)["answered"] == HOSTS
+        rollout.answering(HOSTS, checked=HOSTS[1:])
+    assert jobs.calls == [(["ecsc-1"], "saltutil.running", [])]
 
 
 def test_a_state_job_left_by_an_interrupted_run_is_waited_for():
     job = {"fun": "state.sls", "jid": "20261129", "pid": 42}
-    running = iter([{"ecsc-1": [job, {"fun": "test.ping", "jid": "1"}]}, {"ecsc-1": [job]}, {}])
-    with patch.object(rollout, "_ping", return_value={h: True for h in HOSTS}), \
-            patch.object(rollout, "_cmd", side_effect=lambda *_: next(running)), \
-            patch.object(rollout, "POLL_SECONDS", 0):
+    running = iter([[job, {"fun": "test.ping", "jid": "1"}], [job], []])
+    jobs = Jobs(**{"saltutil.running": lambda h: next(running) if h == "ecsc-1" else []})
+    with patch.object(rollout, "_cmd", jobs), patch.object(rollout, "POLL_SECONDS", 0):
         ret = rollout.answering(HOSTS)
     assert ret["waited_for"] == {"ecsc-1": ["state.sls jid 20261129"]}
 
 
 def test_a_state_job_that_does_not_end_stops_the_run():
     job = {"fun": "state.sls", "jid": "20261129"}
-    with patch.object(rollout, "_ping", return_value={h: True for h in HOSTS}), \
-            patch.object(rollout, "_cmd", return_value={"ecmc-2": [job]}):
+    jobs = Jobs(**{"saltutil.running": lambda h: [job] if h == "ecmc-2" else []})
+    with patch.object(rollout, "_cmd", jobs):
         with pytest.raises(CommandExecutionError,
                            match="still running after 0s: ecmc-2: state.sls jid 20261129"):
             rollout.answering(HOSTS, wait=0)
 
 
 def test_a_silent_minion_is_named_with_the_command_for_the_others():
-    answers = {h: True for h in HOSTS if h != "ecmc-1"}
-    with patch.object(rollout, "_ping", return_value=answers):
+    jobs = Jobs(**{"saltutil.running": lambda h: None if h == "ecmc-1" else []})
+    with patch.object(rollout, "_cmd", jobs):
         with pytest.raises(CommandExecutionError) as err:
             rollout.answering(HOSTS, command="orch.rollback", timeout=4)
     message = str(err.value)
-    assert message.startswith("ecmc-1: the minion did not answer test.ping within 4s")
+    assert message.startswith("ecmc-1: the minion did not answer within 4s")
     assert "no host was touched" in message
     command = message.split("without it: ", 1)[1]
     argv = shlex.split(command)
@@ -60,7 +85,7 @@ def test_a_silent_minion_is_named_with_the_command_for_the_others():
 
 
 def test_no_minion_answers():
-    with patch.object(rollout, "_ping", return_value={}):
+    with patch.object(rollout, "_cmd", Jobs(**{"saltutil.running": lambda h: None})):
         with pytest.raises(CommandExecutionError, match="no targeted minion answers"):
             rollout.answering(HOSTS[:2])
 
@@ -68,3 +93,83 @@ def test_no_minion_answers():
 def test_hosts_required():
     with pytest.raises(SaltInvocationError):
         rollout.answering([])
+
+
+SYNC = "saltutil.sync_utils+saltutil.sync_modules+saltutil.sync_states"
+
+
+def test_only_the_hosts_asked_are_synced_and_only_changed_ones_reloaded():
+    synced = {"ecsc-1": {"saltutil.sync_utils": [], "saltutil.sync_modules": ["modules.release"],
+                         "saltutil.sync_states": []},
+              "ecsc-2": {"saltutil.sync_utils": [], "saltutil.sync_modules": [],
+                         "saltutil.sync_states": []}}
+    jobs = Jobs(**{"saltutil.running": [], SYNC: synced.get, "saltutil.refresh_modules": True})
+    with patch.object(rollout, "_cmd", jobs):
+        ret = rollout.answering(HOSTS, sync=["ecsc-1", "ecsc-2"], checked=HOSTS)
+    assert ret["synced"] == {"ecsc-1": ["modules.release"]}
+    (sync_hosts, funs, args), (reload_hosts, reload, reload_args) = jobs.calls
+    assert sync_hosts == ["ecsc-1", "ecsc-2"]
+    assert funs == ["saltutil.sync_utils", "saltutil.sync_modules", "saltutil.sync_states"]
+    assert all(a == [{"refresh": False, "__kwarg__": True}] for a in args)  # no reload each
+    assert (reload_hosts, reload) == (["ecsc-1"], "saltutil.refresh_modules")
+    assert reload_args == [{"async": False, "__kwarg__": True}]  # waits for the reload
+    # Nothing changed: no reload job at all.
+    jobs.calls.clear()
+    with patch.object(rollout, "_cmd", jobs):
+        assert rollout.answering(HOSTS, sync=["ecsc-2"], checked=HOSTS)["synced"] == {}
+    assert [fun for _, fun, _ in jobs.calls] == [funs]
+
+
+def test_a_failed_sync_stops_the_run():
+    jobs = Jobs(**{SYNC: lambda h: {"saltutil.sync_utils": "Traceback: boom",
+                                     "saltutil.sync_modules": [], "saltutil.sync_states": []}})
+    with patch.object(rollout, "_cmd", jobs):
+        with pytest.raises(CommandExecutionError, match="ecsc-1: saltutil.sync_utils failed"):
+            rollout.answering(["ecsc-1"], sync=True, checked=["ecsc-1"])
+
+
+def _current(on_release=True, code=None, why=None):
+    return {"id": "x", "release": "20170220", "on_release": on_release, "why": why,
+            "code": CODE if code is None else code}
+
+
+def test_survey_tells_hosts_with_nothing_to_do_from_the_others():
+    answers = {
+        "ecsc-1": {"saltutil.running": [], "inventory.current": _current()},
+        "ecsc-2": {"saltutil.running": [{"fun": "state.sls", "jid": "7"}],
+                   "inventory.current": _current()},
+        "ecmc-1": {"saltutil.running": [],
+                   "inventory.current": _current(False, why="/home/ecmc is on 20161201")},
+        # old modules: not judged, synced
+        "ecmc-2": {"saltutil.running": [], "inventory.current": _current(code={})},
+        "schedule-1": {"saltutil.running": [],
+                       "inventory.current": "'inventory.current' is not available."},
+    }
+    jobs = Jobs(**{"saltutil.running+inventory.current": answers.get})
+    with patch.object(rollout, "_cmd", jobs), \
+            patch.object(rollout, "master_code", return_value=CODE):
+        ret = rollout.survey(list(answers) + ["schedule-2"], pillar={"release": {"id": "r"}})
+    assert ret["current"] == ["ecsc-1"]
+    assert ret["busy"] == {"ecsc-2": ["state.sls jid 7"]}
+    assert ret["stale"] == ["ecmc-2", "schedule-1", "schedule-2"]
+    assert ret["silent"] == ["schedule-2"]
+    assert ret["why"]["ecmc-1"] == "/home/ecmc is on 20161201"
+    # One job, the orchestration's pillar passed to the minions.
+    assert jobs.calls == [(list(answers) + ["schedule-2"], ["saltutil.running", "inventory.current"],
+                           [[], [{"__kwarg__": True, "pillar": {"release": {"id": "r"}}}]])]
+
+
+def test_master_code_hashes_the_shipped_modules_of_the_file_server(tmp_path):
+    import hashlib
+
+    import salt.config
+
+    master = salt.config.master_config(None)
+    master.update(file_roots={"base": [str(REPO_ROOT / "salt")]}, cachedir=str(tmp_path / "cache"),
+                  file_ignore_regex=[r"(^|/)\.(venv|git|lab|pytest_cache)/", r"__pycache__"])
+    with patch.dict(rollout.__opts__, master):
+        code = rollout.master_code()
+    want = {f"{kind}/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest()
+            for kind in ("modules", "states", "utils")
+            for p in (REPO_ROOT / f"_{kind}").glob("*.py")}
+    assert code == want
