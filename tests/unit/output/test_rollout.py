@@ -1,0 +1,174 @@
+"""_output/rollout.py on orchestrate returns captured from the lab (`salt-run --out=json
+state.orchestrate orch.upgrade`, in data/): a v1 -> v2 upgrade of the eight hosts
+(upgrade.json), the same run again with nothing to do (noop.json), its test=True plan
+(plan.json), and a release whose ecmc build never becomes ready (failed.json: ecmc-1 fails its
+ready gate and is rolled back, ecmc-2 is never touched, the other pairs go on)."""
+
+import copy
+import json
+import pathlib
+
+import pytest
+import salt.config
+import salt.loader
+import salt.output
+import yaml
+
+from tests.conftest import REPO_ROOT, load_repo_module
+
+DATA = pathlib.Path(__file__).parent / "data"
+HOSTS = ["ecsc-1", "ecmc-1", "schedule-1", "schedule-res-1",
+         "ecsc-2", "ecmc-2", "schedule-2", "schedule-res-2"]
+
+
+def opts():
+    """Master opts as salt-run has them with the repo's Saltfile: output rollout."""
+    result = copy.deepcopy(salt.config.DEFAULT_MASTER_OPTS)
+    result.update({"color": False, "output": "rollout",
+                   "outputter_dirs": [str(REPO_ROOT / "_output")]})
+    return result
+
+
+@pytest.fixture
+def rollout():
+    module = load_repo_module("output", "rollout")
+    module.__opts__ = opts()
+    return module
+
+
+def capture(name):
+    return json.loads((DATA / f"{name}.json").read_text())
+
+
+def section(text, title):
+    """The lines under a section title, up to the next unindented line."""
+    lines = text.splitlines()
+    start = lines.index(title) + 1
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith(" ")),
+               len(lines))
+    return lines[start:end]
+
+
+def test_upgrade_prints_steps_then_one_line_per_host(rollout):
+    text = rollout.output(capture("upgrade"))
+    steps = section(text, "Steps")
+    assert [line.split()[1] for line in steps] == [
+        "rollout-lock", "minions-answer", "sync-modules", "preflight"]
+    assert all(line.split()[0] == "ok" for line in steps)
+    hosts = section(text, "Hosts")
+    assert [line.split()[0] for line in hosts] == HOSTS
+    for line in hosts:
+        assert "unrecorded -> 20170220  ok  down " in line, line
+    assert text.splitlines()[-1] == "Result: ok"
+    assert "_|-" not in text
+    assert len(text.splitlines()) <= 16  # Salt's highstate output of this run: ~1000 lines
+
+
+def test_downtime_is_stop_to_ready(rollout):
+    line = next(line for line in section(rollout.output(capture("upgrade")), "Hosts")
+                if line.split()[0] == "ecmc-1")
+    # stopped started 00:50:33.41, ready started 00:50:33.89 and was ready 6.534 s later.
+    states = capture("upgrade")["data"]["vm_master"][
+        "salt_|-upgrade-ecmc-1_|-upgrade-ecmc-1_|-state"]["changes"]["ret"]["ecmc-1"]
+    by_id = {key.split("_|-")[1]: value for key, value in states.items()}
+    assert by_id["ready"]["changes"]["started"]["seconds"] == 6.534
+    assert line.endswith("down 7.1s")
+
+
+def test_nothing_to_do_says_no_change(rollout):
+    hosts = section(rollout.output(capture("noop")), "Hosts")
+    assert [line.split()[0] for line in hosts] == HOSTS
+    assert all(line.endswith("no change") for line in hosts)
+
+
+def test_failure_names_host_step_comment_and_log_tail(rollout):
+    text = rollout.output(capture("failed"))
+    hosts = {line.split()[0]: line for line in section(text, "Hosts")}
+    assert list(hosts) == HOSTS
+    assert "20170220 -> 20170220  rolled back" in hosts["ecmc-1"]
+    assert hosts["ecmc-1"].endswith("at ready")
+    assert "not run (upgrade-ecmc-1 failed)" in hosts["ecmc-2"]
+    for host in ("ecsc-1", "ecsc-2", "schedule-1", "schedule-2", "schedule-res-1",
+                 "schedule-res-2"):
+        assert "20170220 -> 20170229  ok" in hosts[host], host
+    failures = section(text, "Failures")
+    assert failures[0] == "  ecmc-1 at ready:"
+    assert "fatal pattern" in failures[1] and "startup failed" in failures[1]
+    # The last line of the service's own log, from the ready gate's comment.
+    assert any("ERROR ecmc failed to start release=20170229" in line for line in failures)
+    assert any(line.startswith("  ecmc-1 rolled back: restored: ecmc restored from")
+               for line in failures)
+    assert text.splitlines()[-1] == "Result: FAILED: ecmc-1 rolled back at ready (exit 1)"
+    assert len(failures) < 30
+
+
+def test_plan_is_one_short_block_per_host(rollout):
+    text = rollout.output(capture("plan"))
+    lines = text.splitlines()
+    assert lines[0] == "Plan (test=True: nothing was changed)"
+    blocks = {}
+    for line in lines[1:-1]:
+        if not line.startswith(" "):
+            blocks[line.split()[0]] = [line]
+        else:
+            blocks[list(blocks)[-1]].append(line)
+    assert list(blocks) == HOSTS
+    for host, block in blocks.items():
+        assert block[0] == f"{host}  unrecorded -> 20170220", block
+        assert 3 <= len(block) <= 4, block
+        assert block[1].startswith("  before the stop: stage 20170220 (")
+        assert "; back up to " in block[1]
+        assert block[2].startswith("  while down:      stop pid ")
+        assert "; swap; start " in block[2]
+        assert all(len(line) <= rollout.WIDTH for line in block)
+    assert blocks["ecmc-1"][3] == "  after:           verify bug-9427"
+    assert "back up to ecmc_20170220 (2 files, 18.3 KiB)" in blocks["ecmc-1"][1]
+    assert lines[-1] == "Result: plan ok (8 hosts; full detail: --out=highstate)"
+    assert len(lines) <= 2 + 8 * 4  # one screen (Salt's highstate plan: ~1000 lines)
+
+
+def test_report_runner_lines_win(rollout):
+    """With the report step (rolloutreport.write's return in its changes), its summary,
+    reason and paths are printed as they are."""
+    data = capture("failed")
+    summary = [f"{host}  20170220 -> 20170229  ok  down 1.0s" for host in HOSTS]
+    paths = {"json": "/r/1.json", "md": "/r/1.md", "svg": "/r/1.svg"}
+    data["data"]["vm_master"]["salt_|-rollout-report_|-rolloutreport.write_|-runner"] = {
+        "name": "rolloutreport.write", "result": True, "__run_num__": 12, "duration": 80.0,
+        "__id__": "rollout-report", "comment": "Runner function 'rolloutreport.write' executed.",
+        "changes": {"return": {"summary": summary, "reason": "ecmc-1: failed after step "
+                               "'swapped', rolled back (01:00:44)", "paths": paths}},
+    }
+    text = rollout.output(data)
+    assert section(text, "Hosts") == [f"  {line}" for line in summary]
+    assert text.splitlines()[-2] == ("Result: FAILED: ecmc-1: failed after step 'swapped', "
+                                     "rolled back (01:00:44) (exit 1)")
+    assert text.splitlines()[-1] == "Report: /r/1.json, /r/1.md, /r/1.svg"
+    assert "rollout-report" in "\n".join(section(text, "Steps"))
+
+
+def test_other_data_prints_as_salt_would(rollout):
+    """A runner's plain return goes to nested, a state return to highstate, unchanged, even
+    though the options name this outputter (no loop back into it)."""
+    plain = {"args": [1], "kwargs": {"a": 2}}
+    nested_opts = {**opts(), "output": "nested"}
+    assert rollout.output(plain) == salt.output.out_format(plain, "nested", nested_opts)
+    render_error = {"data": {"vm_master": ["Rendering SLS 'base:orch.upgrade' failed: boom"]},
+                    "outputter": "highstate", "retcode": 1}
+    text = rollout.output(render_error)
+    assert "Rendering SLS 'base:orch.upgrade' failed: boom" in text
+    assert text == salt.output.out_format(render_error, "highstate",
+                                          {**opts(), "output": "highstate"})
+
+
+def test_salt_run_loads_it_from_the_repo_with_the_saltfile():
+    saltfile = yaml.safe_load((REPO_ROOT / "Saltfile").read_text())
+    assert saltfile["salt-run"]["output"] == "rollout"
+    master = yaml.safe_load((REPO_ROOT / "etc/salt/master").read_text())
+    # Relative to the repo root, where salt-run runs (the Saltfile's config_dir is relative too).
+    result = opts()
+    result["outputter_dirs"] = [str(REPO_ROOT / d) for d in master["outputter_dirs"]]
+    outputters = salt.loader.outputters(result)
+    assert "rollout" in outputters
+    text = outputters["rollout"](capture("upgrade"))
+    assert text.splitlines()[-1] == "Result: ok"
