@@ -19,7 +19,10 @@ fixed-issue checks run even when the swap had been done already.
 
 Progress events, fired as each step ends: rollout/upgrade/<host>/<step> with step one of
 resumed, staged, backed-up, stopped, swapped, ready, verified, failed, rolled-back; data: host,
-service, release, step.
+service, release, step, run (the orchestration's token, pillar rollout_run). ``begin`` (data
+also ``from``: the release deployed before) opens the host's run and ``end`` closes it, so the
+run report (runner rolloutreport) tells a host that went quiet mid-run from one with nothing
+to do.
 """
 
 
@@ -31,16 +34,21 @@ def run():
     staged = {"release": "staged"}
     swapped = {"release": "swapped"}
 
-    def event(step, **requisites):
+    run_token = __pillar__.get("rollout_run")
+    record = __salt__["release.read_record"](target)
+
+    def event(step, extra=None, **requisites):
         return {"event.send": [
             {"name": f"rollout/upgrade/{host['id']}/{step}"},
-            {"data": {"host": host["id"], "service": svc, "release": rel, "step": step}},
+            {"data": {"host": host["id"], "service": svc, "release": rel, "step": step,
+                      "run": run_token, **(extra or {})}},
             {"show_changed": False},
         ] + [{key: value} for key, value in requisites.items()]}
 
     # Salt runs states in the order given here (requisites permitting): each progress event
     # follows its step, so the bus shows the upgrade as it happens.
     states = {}
+    states["event-begin"] = event("begin", {"from": (record or {}).get("release")})
     resumed = {"release": "resumed"}
     states["resumed"] = {"release.resumed": [
         {"name": target}, {"release": rel}, {"service": svc}, {"identity": host["identity"]},
@@ -54,7 +62,7 @@ def run():
     states["backed-up"] = {"backup.present": [
         {"name": target}, {"tag": rel},
         # The deployed record goes with the backup, so a rollback can put it back too.
-        {"meta": {"record": __salt__["release.read_record"](target)}},
+        {"meta": {"record": record}},
         {"onchanges": [staged]},
     ]}
     states["event-backed-up"] = event("backed-up", onchanges=[{"backup": "backed-up"}])
@@ -133,4 +141,6 @@ def run():
             {"onfail": after_stop}, {"require": [staged, {"backup": "backed-up"}]},
         ]}
         states["event-rolled-back"] = event("rolled-back", onchanges=[{"release": "rolled-back"}])
+    # Last, whatever happened above: the host's state run finished (it returned).
+    states["event-end"] = event("end")
     return states
