@@ -258,11 +258,11 @@ def _plan_item(state):
         return "swap"
     stop = re.search(r"pid\(s\) ([\d, ]+) with (SIG\w+)(?:, (SIG\w+) after (\d+)s)?", comment)
     if sid == "stopped" and stop:
-        then = f", {stop.group(3)} after {stop.group(4)}s" if stop.group(3) else ""
-        return f"stop pid {stop.group(1).strip()} ({stop.group(2)}{then})"
-    start = re.search(r"would start (\S+).*?\(timeout (\d+)s\)", comment)
+        then = f", {stop.group(3)[3:]} after {stop.group(4)}s" if stop.group(3) else ""
+        return f"stop pid {stop.group(1).strip()} ({stop.group(2)[3:]}{then})"
+    start = re.search(r"would start (.+?) in /.*?\(timeout (\d+)s\)", comment)
     if sid in ("plan-start", "ready") and start:
-        return f"start {os.path.basename(start.group(1))}, ready within {start.group(2)}s"
+        return f"start {_short_path(start.group(1))}, ready within {start.group(2)}s"
     if sid.startswith("verified-"):
         return "verify " + sid[len("verified-"):]
     text = _short_path(re.sub(r"^would (?:be )?", "", comment)).split(";")[0]
@@ -281,18 +281,18 @@ def _plan_block(host, step):
         return [f"{host}  {before} -> {after}  nothing to do"]
     if any(s["id"] == "plan-start" for s in todo):
         todo = [s for s in todo if s["id"] != "ready"]
-    phases = {"before the stop": [], "while down": [], "after": []}
-    phase = "before the stop"
+    phases = {"before stop": [], "down": [], "after": []}
+    phase = "before stop"
     for state in todo:
         if state["id"] == "stopped":
-            phase = "while down"
-        elif phase == "while down" and state["id"] not in ("swapped", "plan-start", "ready"):
+            phase = "down"
+        elif phase == "down" and state["id"] not in ("swapped", "plan-start", "ready"):
             phase = "after"
         phases[phase].append(_plan_item(state))
     lines = [f"{host}  {before} -> {after}"]
     for name, items in phases.items():
         if items:
-            lines.append(_fit(f"  {name + ':':<16} " + "; ".join(items)))
+            lines.append(_fit(f"  {name + ':':<13} " + "; ".join(items)))
     return lines
 
 
@@ -432,7 +432,12 @@ def output(data, **kwargs):  # pylint: disable=unused-argument
     if found is None:
         return _delegate(data, **kwargs)
     colors = salt.utils.color.get_colors(__opts__.get("color"), __opts__.get("color_theme"))
-    return "\n".join(_render(*found, colors))
+    try:
+        return "\n".join(_render(*found, colors))
+    except Exception:  # pylint: disable=broad-except
+        # A return shaped in a way this view does not know must still be printed in full.
+        log.debug("rollout outputter: falling back to highstate", exc_info=True)
+        return _delegate(data, **kwargs)
 
 
 def _delegate(data, **kwargs):

@@ -116,12 +116,12 @@ def test_plan_is_one_short_block_per_host(rollout):
     for host, block in blocks.items():
         assert block[0] == f"{host}  unrecorded -> 20170220", block
         assert 3 <= len(block) <= 4, block
-        assert block[1].startswith("  before the stop: stage 20170220 (")
+        assert block[1].startswith("  before stop:  stage 20170220 (")
         assert "; back up to " in block[1]
-        assert block[2].startswith("  while down:      stop pid ")
-        assert "; swap; start " in block[2]
+        assert block[2].startswith("  down:         stop pid ")
+        assert "; swap; start " in block[2] and block[2].endswith(", ready within 120s")
         assert all(len(line) <= rollout.WIDTH for line in block)
-    assert blocks["ecmc-1"][3] == "  after:           verify bug-9427"
+    assert blocks["ecmc-1"][3] == "  after:        verify bug-9427"
     assert "back up to ecmc_20170220 (2 files, 18.3 KiB)" in blocks["ecmc-1"][1]
     assert lines[-1] == "Result: plan ok (8 hosts; full detail: --out=highstate)"
     assert len(lines) <= 2 + 8 * 4  # one screen (Salt's highstate plan: ~1000 lines)
@@ -172,3 +172,14 @@ def test_salt_run_loads_it_from_the_repo_with_the_saltfile():
     assert "rollout" in outputters
     text = outputters["rollout"](capture("upgrade"))
     assert text.splitlines()[-1] == "Result: ok"
+
+
+def test_a_return_it_cannot_read_is_printed_in_full(rollout, monkeypatch):
+    data = capture("noop")
+
+    def broken(*args):
+        raise KeyError("seconds")
+
+    monkeypatch.setattr(rollout, "_render", broken)
+    assert rollout.output(data) == salt.output.out_format(
+        data, "highstate", {**opts(), "output": "highstate"})
