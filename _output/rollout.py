@@ -215,7 +215,9 @@ def _derived_summary(host_steps):
     width = max((len(r[0]) for r in rows), default=0)
     lines = []
     for host, before, after, result, down, at in rows:
-        line = f"{host.ljust(width)}  {before} -> {after}  {result}"
+        # A host whose step reports nothing (no change) does not say its release.
+        change = "" if before == after == "?" else f"{before} -> {after}  "
+        line = f"{host.ljust(width)}  {change}{result}"
         if down is not None:
             line += f"  down {down:.1f}s"
         if at:
