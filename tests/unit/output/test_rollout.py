@@ -78,7 +78,7 @@ def test_downtime_is_stop_to_ready(rollout):
 def test_nothing_to_do_says_no_change(rollout):
     hosts = section(rollout.output(capture("noop")), "Hosts")
     assert [line.split()[0] for line in hosts] == HOSTS
-    assert all(line.split()[1:] == ["no change"] for line in hosts), hosts
+    assert all(line.split()[1:] == ["no", "change"] for line in hosts), hosts
 
 
 def test_failure_names_host_step_comment_and_log_tail(rollout):
