@@ -14,6 +14,7 @@ import time
 import pytest
 
 from lab import build, events
+from tests.conftest import load_repo_module
 from tests.integration.conftest import REPO_ROOT, VENV_BIN, http_get, run_cli, tree_state
 
 pytestmark = pytest.mark.lab
@@ -28,6 +29,22 @@ def orchestrate(sls, pillar=None, test=False, timeout=900):
     if test:
         args.append("test=True")
     return run_cli(*args, timeout=timeout)
+
+
+def assert_quiet(stderr):
+    """No Salt warning or traceback on stderr (issue 10: quiet output)."""
+    noisy = [line for line in stderr.splitlines()
+             if re.search(r"Traceback|MasterEvent|unclosed |WARNING|Warning:", line)]
+    assert not noisy, stderr[-3000:]
+
+
+def section(stdout, title):
+    """The indented lines under a title of the rollout outputter's text."""
+    lines = stdout.splitlines()
+    start = lines.index(title) + 1
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith(" ")),
+               len(lines))
+    return [line.strip() for line in lines[start:end]]
 
 
 def steps_of(proc):
@@ -144,6 +161,14 @@ def test_dry_run_prints_the_plan_and_changes_nothing(lab, hosts, v1_lab):
         assert plan["backed-up"].startswith("would back up"), plan
         assert "would stop" in plan["stopped"], plan
         assert plan["plan-start"].startswith("would start"), plan
+    assert_quiet(proc.stderr)
+    # The same return as the operator sees it (salt-run's default outputter, _output/rollout.py):
+    # one block per host, a header and at most three lines (before the stop, while down, after).
+    rollout = load_repo_module("output", "rollout")
+    rollout.__opts__ = {"color": False}
+    lines = rollout.output(json.loads(proc.stdout)).splitlines()
+    headers = [line.split()[0] for line in lines[1:-1] if not line.startswith(" ")]
+    assert sorted(headers) == sorted(hosts) and len(lines) <= 2 + 4 * len(hosts), lines
     after = snapshot(lab, hosts)
     for host_id in hosts:
         assert after[host_id]["pids"] == v1_lab[host_id]["pids"], host_id
@@ -154,7 +179,8 @@ def test_dry_run_prints_the_plan_and_changes_nothing(lab, hosts, v1_lab):
 def test_full_upgrade_of_eight_hosts(lab, hosts, v1_lab):
     with events.Listener() as bus:
         runner = subprocess.Popen(
-            [str(VENV_BIN / "salt-run"), "--out=json", "state.orchestrate", "orch.upgrade"],
+            # The operator's command as it is: the Saltfile's default outputter (rollout).
+            [str(VENV_BIN / "salt-run"), "state.orchestrate", "orch.upgrade"],
             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"},
         )
@@ -167,6 +193,12 @@ def test_full_upgrade_of_eight_hosts(lab, hosts, v1_lab):
     assert second.returncode != 0
     assert "another upgrade is running" in second.stdout + second.stderr
     assert runner.returncode == 0, stdout[-4000:] + stderr[-2000:]
+    # Quiet, useful output: no Salt warning or traceback; one summary line per host.
+    assert_quiet(stderr)
+    summary = section(stdout, "Hosts")
+    assert sorted(line.split()[0] for line in summary) == sorted(hosts), stdout
+    assert all(f"-> {V2}  ok" in line for line in summary), stdout
+    assert stdout.splitlines()[-1].startswith(("Result: ok", "Report: ")), stdout
 
     after = snapshot(lab, hosts)
     for host_id, host in hosts.items():
@@ -195,6 +227,7 @@ def test_second_run_changes_nothing_and_restarts_nothing(lab, hosts):
     before = snapshot(lab, hosts)
     proc = orchestrate("orch.upgrade")
     assert proc.returncode == 0, proc.stdout[-3000:]
+    assert_quiet(proc.stderr)
     steps = steps_of(proc)
     for host_id in hosts:
         assert steps[f"upgrade-{host_id}"]["result"] is True
