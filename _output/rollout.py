@@ -395,6 +395,11 @@ def _render(steps, retcode, colors):
         if not ran or quiet:
             continue
         out.append(_step_line(step, colors))
+        # A runner that words its own result (compliance.report's table) is printed as it is.
+        ret = (step.get("changes") or {}).get("return")
+        if step["fun"] == "runner" and isinstance(ret, dict) and not isinstance(
+                ret.get("summary"), list) and isinstance(ret.get("comment"), str):
+            out += [f"    {line}" for line in ret["comment"].strip().splitlines()]
     report = _report(steps)
     if report or host_steps:
         out.append("Hosts")

@@ -183,3 +183,18 @@ def test_a_return_it_cannot_read_is_printed_in_full(rollout, monkeypatch):
     monkeypatch.setattr(rollout, "_render", broken)
     assert rollout.output(data) == salt.output.out_format(
         data, "highstate", {**opts(), "output": "highstate"})
+
+
+def test_a_runner_step_that_words_its_result_is_printed(rollout):
+    """orch.compliance: its one step's return (compliance.report) carries the table as its
+    comment; the table is printed under the step (synthetic return of that shape)."""
+    table = "host    jvm-single  health\necsc-1  passed      passed\n1 failure: ecsc-2 health"
+    data = {"data": {"vm_master": {"salt_|-compliance_|-compliance.report_|-runner": {
+        "name": "compliance.report", "result": False, "__run_num__": 0, "duration": 2100.0,
+        "__id__": "compliance", "comment": "Runner function 'compliance.report' failed.",
+        "changes": {"return": {"result": False, "summary": {"failed": 1}, "comment": table,
+                               "retcode": 1}}}}}, "outputter": "highstate", "retcode": 1}
+    lines = rollout.output(data).splitlines()
+    assert lines[1].split()[:2] == ["FAILED", "compliance"]
+    assert lines[2:5] == [f"    {line}" for line in table.splitlines()]
+    assert lines[-1].startswith("Result: FAILED")
