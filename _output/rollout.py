@@ -167,6 +167,10 @@ def _releases(step, states):
         for value in (state.get("changes") or {}).values():
             if isinstance(value, dict) and "new" in value and "old" in value:
                 return value.get("old") or "unrecorded", value.get("new") or "?"
+    for state in states:  # a rollback: the release the restored backup holds
+        restored = (state.get("changes") or {}).get("restored")
+        if isinstance(restored, dict) and restored.get("release"):
+            return "?", restored["release"]
     already = re.search(r"already on ([0-9A-Za-z][0-9A-Za-z._-]*)", str(step.get("comment")))
     if already:
         return already.group(1), already.group(1)
