@@ -71,10 +71,10 @@ def _survey(hosts, passthrough):
     return runners["rollout.survey"](hosts, pillar=passthrough)
 
 
-def _nothing_to_do(comment, require):
+def _nothing_to_do(comment, require, parallel=False):
     return {"test.configurable_test_state": [
         {"changes": False}, {"result": True}, {"comment": comment}, {"require": require},
-    ]}
+    ] + ([{"parallel": True}] if parallel else [])}
 
 
 def _req(sids, idle_steps):
@@ -153,14 +153,21 @@ def run():
             else:
                 states[sid] = _nothing_to_do(
                     f"{host}: already on {release} (deployed record intact, its JVM started "
-                    "after the deploy, health answers 200): not touched", _req(requires, idle_steps))
+                    "after the deploy, health answers 200): not touched", _req(requires, idle_steps),
+                    parallel=parallel)
             before = sid
             done.append(sid)
     # Give the lock back whatever happened: after every step passed, or (onfail: any step
     # that ran and failed) after a failure, but never when this run did not take it.
+    # In parallel these wait as parallel steps do: Salt's state loop blocks at a step that is
+    # not parallel until every running step it requires has ended, and only then starts the
+    # second hosts, so each pair's host 2 would wait for the slowest host 1 of all pairs.
+    # Any later step that requires the host steps must be parallel for the same reason.
     steps = _req([sid for sid in states if sid != "rollout-lock"], idle_steps)
-    states["rollout-unlock"] = _runner("rolloutlock.release", owner=owner, require=steps)
+    last = {"parallel": True} if parallel else {}
+    states["rollout-unlock"] = _runner("rolloutlock.release", owner=owner, require=steps, **last)
     states["rollout-unlock-after-failure"] = _runner(
-        "rolloutlock.release", owner=owner, require=[{"salt": "rollout-lock"}], onfail=steps
+        "rolloutlock.release", owner=owner, require=[{"salt": "rollout-lock"}], onfail=steps,
+        **last
     )
     return states
