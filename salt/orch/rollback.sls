@@ -63,9 +63,14 @@ def run():
         previous = before
     # Give the lock back whatever happened: after every step passed, or (onfail: any step
     # that ran and failed) after a failure, but never when this run did not take it.
+    # Parallel like the host steps: a step that is not parallel would hold Salt's state loop
+    # until every running step it requires ended, so a pair's host 2 would wait for the
+    # slowest host 1 of all pairs (see orch.upgrade).
     steps = [{"salt": sid} for sid in states if sid != "rollout-lock"]
-    states["rollout-unlock"] = _runner("rolloutlock.release", owner=owner, require=steps)
+    last = {"parallel": True} if parallel else {}
+    states["rollout-unlock"] = _runner("rolloutlock.release", owner=owner, require=steps, **last)
     states["rollout-unlock-after-failure"] = _runner(
-        "rolloutlock.release", owner=owner, require=[{"salt": "rollout-lock"}], onfail=steps
+        "rolloutlock.release", owner=owner, require=[{"salt": "rollout-lock"}], onfail=steps,
+        **last
     )
     return states
