@@ -12,7 +12,7 @@ Pillar layout (documented key by key in ``pillar.example``)::
                                   health_url, stop, ready_timeout, settle, keep
     inventory:services:<service>:hosts:<minion id>: address, root
     inventory:order: minion ids in rollout order (host 1 before host 2 of each pair)
-    release: id, source, sha256:<service>, keep_backups, checks:<service>
+    release: id, source, sha256:<service>, keep_backups, keep_reports, checks:<service>
 
 A host's ``root`` (default ``''``) is prefixed to every path of that host: production hosts
 use the runbook's paths as they are; each rehearsal-lab host has its own root.
@@ -425,9 +425,11 @@ def _release(pillar=None):
     __utils__["rollout_ids.check_name"](str(release.get("id", "")), "pillar release:id:")
     if not release.get("source") or not isinstance(release["source"], str):
         _fail("release:source", "is required (e.g. salt://releases/{release}/{service}.tar)")
-    keep = release.get("keep_backups", 3)
-    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
-        _fail("release:keep_backups", f"must be a whole number >= 1, got {keep!r}")
+    # keep_reports: the run reports the master keeps (runner rolloutreport).
+    for key, default in (("keep_backups", 3), ("keep_reports", 20)):
+        keep = release.get(key, default)
+        if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+            _fail(f"release:{key}", f"must be a whole number >= 1, got {keep!r}")
     return release
 
 

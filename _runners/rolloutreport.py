@@ -269,7 +269,7 @@ def summary_lines(hosts):
 
 
 def build(kind, run, events, hosts, pairs=None, release=None, tag=None, started=None,
-          ended=None, failed=False, operator=None, master=None):
+          ended=None, failed=False, operator=None, master=None, unchanged=None):
     """
     The report of one run from its events (pure: no file, no clock but ``ended``).
 
@@ -286,6 +286,10 @@ def build(kind, run, events, hosts, pairs=None, release=None, tag=None, started=
         h: _host(kind, h, sorted(by_host.get(h, []), key=lambda e: e["at"]), release, tag, ended)
         for h in hosts
     }
+    for name in unchanged or []:
+        # Found already on the release while the orchestration rendered: no job, no event.
+        if report_hosts.get(name, {}).get("result") == "not run":
+            report_hosts[name].update(result="no change", before=release, after=release)
     master = master or {}
     bad = any(h["result"] in ("FAILED", "rolled back", "no answer") for h in report_hosts.values())
     if started is None:
@@ -507,7 +511,7 @@ def _operator():
 
 
 def write(kind, owner, hosts, pairs=None, release=None, tag=None, started=None, keep=KEEP_DEFAULT,
-          failed=False, report_dir=None, test=False):
+          failed=False, unchanged=None, report_dir=None, test=False):
     """
     Write the report of the run ``owner`` (an orchestration's last steps call this) and
     return ``{"summary": [one line per host], "reason": str|None, "paths": {"json", "md",
@@ -537,6 +541,9 @@ def write(kind, owner, hosts, pairs=None, release=None, tag=None, started=None, 
 
     failed
         True when called after a failed step (the run failed even if no host did).
+
+    unchanged
+        Hosts the orchestration found already on the release (given no state job).
 
     report_dir
         Default ``<master cachedir>/rollout/reports``.
@@ -572,7 +579,7 @@ def write(kind, owner, hosts, pairs=None, release=None, tag=None, started=None, 
     events = read_journal(path, str(owner))
     report = build(kind, str(owner), events, hosts, pairs=pairs, release=release, tag=tag,
                    started=started, failed=failed, operator=_operator(),
-                   master=_master_state(started))
+                   master=_master_state(started), unchanged=unchanged)
     paths = {"json": None, "md": None, "svg": None}
     if not test:
         directory = os.path.abspath(

@@ -12,10 +12,13 @@ false for one host at a time). Any failure makes the run exit non-zero.
 Rendering changes nothing (`state.show_sls`, test=True take no lock). The run's first step
 takes the rollout lock (runner rolloutlock.acquire; a lock left by a killed run is reported
 and taken over), the second checks that every targeted minion answers (else no host is
-touched and the message says how to run the others); the last gives the lock back, after
-success or failure (runner rolloutlock.release).
+touched and the message says how to run the others). After success or failure: the run
+report (runner rolloutreport.write, from this run's events: they carry the lock's owner token
+as ``run``, pillar rollout_run), then the lock given back (runner rolloutlock.release), which
+never waits for the report.
 """
 
+import time
 import uuid
 
 
@@ -33,6 +36,9 @@ def run():
                    if key in pillar}
     parallel = pillar.get("parallel", True) is not False
     owner = uuid.uuid4().hex  # names this run's lock; rendering takes none
+    started = time.time()
+    # Every host step's progress event carries the token (its `run`): the report's filter.
+    passthrough["rollout_run"] = owner
     states = {
         "rollout-lock": _runner("rolloutlock.acquire", kind="rollback", owner=owner, hosts=hosts),
         "minions-answer": _runner(
@@ -61,6 +67,22 @@ def run():
             states[f"rollback-{host}"] = {"salt.state": args}
             before = f"rollback-{host}"
         previous = before
+    # The run report, after every step passed or after a failure (never when this run did
+    # not take the lock); the unlock below also follows a report that failed.
+    steps = [{"salt": sid} for sid in states if sid != "rollout-lock"]
+    report = {
+        "kind": "rollback", "owner": owner, "hosts": hosts,
+        "release": (pillar.get("release") or {}).get("id"),
+        "tag": str((pillar.get("rollback") or {}).get("tag")
+                   or (pillar.get("release") or {}).get("id")),
+        "pairs": [{"service": pair["service"], "hosts": pair["hosts"]} for pair in plan],
+        "started": started, "keep": (pillar.get("release") or {}).get("keep_reports", 20),
+    }
+    states["rollout-report"] = _runner("rolloutreport.write", **report, require=steps)
+    states["rollout-report-after-failure"] = _runner(
+        "rolloutreport.write", **report, failed=True, require=[{"salt": "rollout-lock"}],
+        onfail=steps,
+    )
     # Give the lock back whatever happened: after every step passed, or (onfail: any step
     # that ran and failed) after a failure, but never when this run did not take it.
     # Parallel like the host steps: a step that is not parallel would hold Salt's state loop

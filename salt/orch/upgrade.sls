@@ -23,11 +23,14 @@ else the run stops before any host is touched and says how to run the others; st
 left by an interrupted run are waited for; modules synced to the minions whose modules differ
 from the master's, only those) -> pre-flight on every host with work (archive valid, disk
 room) -> per pair: host 1 (release.upgrade), then host 2 only if host 1 passed every gate. A
-failed host rolls itself back to its backup. Last step, after success or failure:
-rollout-unlock (runner rolloutlock.release).
+failed host rolls itself back to its backup. Then, after success or failure: rollout-report
+(runner rolloutreport.write: the run report from this run's events, which carry the lock's
+owner token as ``run``, pillar rollout_run) and rollout-unlock (runner rolloutlock.release),
+which never waits for the report: a report that fails still gives the lock back.
 """
 
 import logging
+import time
 import uuid
 
 # The py renderer binds the name `salt` to __salt__: import Salt's modules under other names.
@@ -115,6 +118,9 @@ def run():
         idle_steps.add("preflight")
 
     owner = uuid.uuid4().hex  # names this run's lock; rendering takes none
+    started = time.time()
+    # Every host step's progress event carries the token (its `run`): the report's filter.
+    passthrough["rollout_run"] = owner
     states = {
         "rollout-lock": _runner("rolloutlock.acquire", kind="upgrade", owner=owner, hosts=hosts),
     }
@@ -157,6 +163,20 @@ def run():
                     parallel=parallel)
             before = sid
             done.append(sid)
+    # The run report, after every step passed or after a failure (never when this run did
+    # not take the lock); the unlock below also follows a report that failed.
+    steps = _req([sid for sid in states if sid != "rollout-lock"], idle_steps)
+    report = {
+        "kind": "upgrade", "owner": owner, "hosts": hosts, "release": release,
+        "pairs": [{"service": pair["service"], "hosts": pair["hosts"]} for pair in plan],
+        "unchanged": [host for host in hosts if host not in work], "started": started,
+        "keep": (pillar.get("release") or {}).get("keep_reports", 20),
+    }
+    states["rollout-report"] = _runner("rolloutreport.write", **report, require=steps)
+    states["rollout-report-after-failure"] = _runner(
+        "rolloutreport.write", **report, failed=True, require=[{"salt": "rollout-lock"}],
+        onfail=steps,
+    )
     # Give the lock back whatever happened: after every step passed, or (onfail: any step
     # that ran and failed) after a failure, but never when this run did not take it.
     # In parallel these wait as parallel steps do: Salt's state loop blocks at a step that is

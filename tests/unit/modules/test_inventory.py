@@ -221,6 +221,8 @@ def svc(pillar, name):
          "pillar release:checks:ecmc:0:http:url: 'http://evil/x' must point at the host's own"),
         (lambda p: p["release"].update(keep_backups="three"),
          "pillar release:keep_backups: must be a whole number >= 1, got 'three'"),
+        (lambda p: p["release"].update(keep_reports=0),
+         "pillar release:keep_reports: must be a whole number >= 1, got 0"),
         (lambda p: p["release"]["checks"]["schedule"][0]["log"].update(pattern="(("),
          "pillar release:checks:schedule:0:log:pattern: '((' is not a valid regular"),
     ],
@@ -229,7 +231,8 @@ def svc(pillar, name):
          "install-dir-usr-local", "relative-catalina-base", "start-mapping", "start-unsplittable",
          "start-program-dotdot", "negative-settle", "string-settle", "bad-user", "main-on-tomcat",
          "main-not-a-class", "main-jar-outside", "misspelt-key", "relative-root", "bad-address",
-         "keep-outside", "check-url-elsewhere", "keep-backups", "check-regex"],
+         "keep-outside", "check-url-elsewhere", "keep-backups", "keep-reports",
+         "check-regex"],
 )
 def test_every_bad_value_is_refused_naming_the_key(pillar, change, message):
     change(pillar)

@@ -110,8 +110,9 @@ def test_failed_rolled_back_no_change_and_not_run_hosts():
         line("ecmc-2", "end", T0 + 1.2),
     ]
     report = rolloutreport.build("upgrade", RUN, events(lines),
-                                 ["ecsc-1", "ecsc-2", "ecmc-1", "ecmc-2"], pairs=PAIRS,
-                                 release="20170220", started=T0, ended=T0 + 13, failed=True)
+                                 ["ecsc-1", "ecsc-2", "ecmc-1", "ecmc-2", "schedule-1"],
+                                 pairs=PAIRS, release="20170220", started=T0, ended=T0 + 13,
+                                 failed=True, unchanged=["schedule-1"])
     hosts = report["hosts"]
     assert hosts["ecsc-1"]["result"] == "rolled back"
     assert hosts["ecsc-1"]["after"] == "20161201" and hosts["ecsc-1"]["last_step"] == "swapped"
@@ -120,6 +121,8 @@ def test_failed_rolled_back_no_change_and_not_run_hosts():
     assert hosts["ecmc-1"]["result"] == "no change"
     assert hosts["ecmc-1"]["before"] == hosts["ecmc-1"]["after"] == "20170220"
     assert hosts["ecmc-2"]["result"] == "FAILED" and hosts["ecmc-2"]["last_step"] == "begin"
+    # Found on the release at render: no state job, no event.
+    assert (hosts["schedule-1"]["result"], hosts["schedule-1"]["after"]) == ("no change", "20170220")
     assert report["reason"].split("; ") == [
         f"ecsc-1: failed after step 'swapped', rolled back "
         f"({time.strftime('%H:%M:%S', time.localtime(T0 + 4))})",
