@@ -78,10 +78,12 @@ def run():
         "pairs": [{"service": pair["service"], "hosts": pair["hosts"]} for pair in plan],
         "started": started, "keep": (pillar.get("release") or {}).get("keep_reports", 20),
     }
-    states["rollout-report"] = _runner("rolloutreport.write", **report, require=steps)
+    # Parallel in a parallel run: see the unlock steps below.
+    last = {"parallel": True} if parallel else {}
+    states["rollout-report"] = _runner("rolloutreport.write", **report, require=steps, **last)
     states["rollout-report-after-failure"] = _runner(
         "rolloutreport.write", **report, failed=True, require=[{"salt": "rollout-lock"}],
-        onfail=steps,
+        onfail=steps, **last
     )
     # Give the lock back whatever happened: after every step passed, or (onfail: any step
     # that ran and failed) after a failure, but never when this run did not take it.
@@ -89,7 +91,6 @@ def run():
     # until every running step it requires ended, so a pair's host 2 would wait for the
     # slowest host 1 of all pairs (see orch.upgrade).
     steps = [{"salt": sid} for sid in states if sid != "rollout-lock"]
-    last = {"parallel": True} if parallel else {}
     states["rollout-unlock"] = _runner("rolloutlock.release", owner=owner, require=steps, **last)
     states["rollout-unlock-after-failure"] = _runner(
         "rolloutlock.release", owner=owner, require=[{"salt": "rollout-lock"}], onfail=steps,

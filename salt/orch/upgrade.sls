@@ -172,10 +172,12 @@ def run():
         "unchanged": [host for host in hosts if host not in work], "started": started,
         "keep": (pillar.get("release") or {}).get("keep_reports", 20),
     }
-    states["rollout-report"] = _runner("rolloutreport.write", **report, require=steps)
+    # Parallel in a parallel run: see the unlock steps below.
+    last = {"parallel": True} if parallel else {}
+    states["rollout-report"] = _runner("rolloutreport.write", **report, require=steps, **last)
     states["rollout-report-after-failure"] = _runner(
         "rolloutreport.write", **report, failed=True, require=[{"salt": "rollout-lock"}],
-        onfail=steps,
+        onfail=steps, **last
     )
     # Give the lock back whatever happened: after every step passed, or (onfail: any step
     # that ran and failed) after a failure, but never when this run did not take it.
@@ -184,7 +186,6 @@ def run():
     # second hosts, so each pair's host 2 would wait for the slowest host 1 of all pairs.
     # Any later step that requires the host steps must be parallel for the same reason.
     steps = _req([sid for sid in states if sid != "rollout-lock"], idle_steps)
-    last = {"parallel": True} if parallel else {}
     states["rollout-unlock"] = _runner("rolloutlock.release", owner=owner, require=steps, **last)
     states["rollout-unlock-after-failure"] = _runner(
         "rolloutlock.release", owner=owner, require=[{"salt": "rollout-lock"}], onfail=steps,
