@@ -132,8 +132,9 @@ def read_journal(path, run):
 # --------------------------------------------------------------------------- the report
 
 
-def _clock(ts):
-    return time.strftime("%H:%M:%S", time.localtime(ts))
+def _clock(ts, ms=False):
+    text = time.strftime("%H:%M:%S", time.localtime(ts))
+    return f"{text}.{int(ts % 1 * 1000):03d}" if ms else text
 
 
 def _iso(ts):
@@ -358,7 +359,8 @@ def to_markdown(report, svg_name=None):
             continue
         lines += ["", f"## {name}", "", "| step | start | end | seconds |", "| --- | --- | --- | --- |"]
         for step in host["steps"]:
-            lines.append(f"| {step['step']} | {_clock(step['start'])} | {_clock(step['end'])} "
+            lines.append(f"| {step['step']} | {_clock(step['start'], True)} "
+                         f"| {_clock(step['end'], True)} "
                          f"| {step['seconds']:.2f} |")
     if report["both_down"]:
         lines += ["", "## Both hosts of a pair down", ""]
@@ -385,7 +387,7 @@ def draw_timeline(report, path):
 
     names = list(report["hosts"])
     t0 = report["started"]
-    fig = Figure(figsize=(10, 1.6 + 0.45 * max(len(names), 1)))
+    fig = Figure(figsize=(11, 1.8 + 0.45 * max(len(names), 1)))
     FigureCanvasSVG(fig)
     ax = fig.add_subplot()
     row = {name: len(names) - 1 - i for i, name in enumerate(names)}
@@ -418,8 +420,8 @@ def draw_timeline(report, path):
     handles = [Patch(facecolor=c, label=s) for s, c in used.items()]
     handles.append(Patch(facecolor="none", edgecolor=BOTH_DOWN_COLOUR, hatch="///",
                          label="both down"))
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.25),
-              ncol=min(len(handles), 6), fontsize="small", frameon=False)
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              fontsize="small", frameon=False)
     fig.tight_layout()
     fig.savefig(path, format="svg", metadata={"Date": None})
 
