@@ -60,7 +60,10 @@ DEFAULTS = {
 # Every key a service, host entry or stop policy may carry: a misspelt key (`ready_timout`)
 # would otherwise fall back to a default without a word.
 SERVICE_KEYS = ("kind", "hosts", "install_dir", "catalina_base", "start", "main", "user", "logs",
-                "ready", "fatal", "health_url", "stop", "ready_timeout", "settle", "keep")
+                "ready", "fatal", "health_url", "stop", "ready_timeout", "settle", "keep",
+                # the rollout policy (_utils/rollout_policy.py)
+                "batch", "canary", "soak", "max_unavailable", "min_healthy", "max_fail",
+                "drain", "undrain")
 HOST_KEYS = ("address", "root")
 STOP_KEYS = ("signal", "timeout", "thread_dump")
 # A program dir is replaced whole and a Tomcat base names the JVM to stop: none of them may be
@@ -308,6 +311,10 @@ def _check_service(problems, name, conf, release, archive):
             if (not isinstance(glob, str) or not glob or glob.startswith("/")
                     or ".." in glob.split("/")):
                 problems.add(f"{key}:keep", f"{glob!r} must be a glob inside the program dir")
+    _, found = __utils__["rollout_policy.resolve"](
+        conf, len(hosts) if isinstance(hosts, dict) else 0, key)
+    for pkey, message in found:
+        problems.add(pkey, message)
     if archive:
         sha = (release.get("sha256") or {}).get(name)
         if not sha:
@@ -436,7 +443,9 @@ def _release(pillar=None):
 def plan(services=None, hosts=None, archive=True, pillar=None):
     """
     Validate the inventory and return the rollout plan: the targeted services in inventory
-    order, each with its hosts in upgrade order (host 1 first). Every value of every targeted
+    order, each with its hosts in upgrade order (host 1 first), its rollout ``policy``
+    (batch, canary, soak, max_unavailable, max_fail, drain, undrain: see
+    ``_utils/rollout_policy.py``) and its ``waves`` (the hosts that go at once, in order). Every value of every targeted
     service and host is checked before anything is touched (see :func:`host`); one
     ``SaltInvocationError`` names the pillar key of each problem found: unknown service or
     host, duplicate host, missing sha256, unknown stop signal, non-positive timeout, a path
@@ -494,7 +503,10 @@ def plan(services=None, hosts=None, archive=True, pillar=None):
         if _check_service(problems, name, all_services[name], release, archive):
             for host_id in targeted:
                 _check_host_entry(problems, name, all_services[name], host_id, release)
-        result.append({"service": name, "hosts": targeted})
+        policy, _ = __utils__["rollout_policy.resolve"](
+            all_services[name], len(all_services[name].get("hosts") or {}), name)
+        result.append({"service": name, "hosts": targeted, "policy": policy,
+                       "waves": __utils__["rollout_policy.waves"](targeted, policy)})
     problems.raise_if_any()
     if not result:
         _fail("services", "the targeting selects no host")

@@ -51,13 +51,38 @@ def test_order_survives_a_merge_that_moves_a_service_first(pillar):
     assert inventory.host("ecmc-2", pillar=pillar)["pair"] == ["ecmc-1", "ecmc-2"]
 
 
+def _pairs(plan):
+    return [{"service": pair["service"], "hosts": pair["hosts"]} for pair in plan]
+
+
 def test_targeting(pillar):
-    assert inventory.plan(services=["ecmc"], pillar=pillar) == [
+    assert _pairs(inventory.plan(services=["ecmc"], pillar=pillar)) == [
         {"service": "ecmc", "hosts": ["ecmc-1", "ecmc-2"]}
     ]
-    assert inventory.plan(hosts=["schedule-2", "ecsc-1"], pillar=pillar) == [
+    assert _pairs(inventory.plan(hosts=["schedule-2", "ecsc-1"], pillar=pillar)) == [
         {"service": "ecsc", "hosts": ["ecsc-1"]}, {"service": "schedule", "hosts": ["schedule-2"]}
     ]
+
+
+def test_the_runbooks_pairs_need_no_policy_keys_one_host_at_a_time(pillar):
+    for pair in inventory.plan(pillar=pillar):
+        assert pair["waves"] == [[host] for host in pair["hosts"]]
+        assert (pair["policy"]["batch"], pair["policy"]["max_fail"]) == (1, 1)
+
+
+def test_a_policy_groups_hosts_in_waves_and_bad_values_are_named(pillar):
+    ecsc = pillar["inventory"]["services"]["ecsc"]
+    ecsc["hosts"]["ecsc-3"] = {"address": "25.0.3.99"}
+    pillar["inventory"]["order"] = pillar["inventory"]["order"] + ["ecsc-3"]
+    ecsc.update({"batch": 2, "max_fail": 1})
+    plan = inventory.plan(services=["ecsc"], pillar=pillar)
+    assert plan[0]["waves"] == [["ecsc-1", "ecsc-2"], ["ecsc-3"]]
+    ecsc.update({"batch": "150%", "canary": 5, "drain": {"cmd": "lb {oops}"}})
+    with pytest.raises(SaltInvocationError) as err:
+        inventory.plan(services=["ecsc"], pillar=pillar)
+    for key in ("inventory:services:ecsc:batch", "inventory:services:ecsc:canary",
+                "inventory:services:ecsc:drain"):
+        assert key in str(err.value)
 
 
 @pytest.mark.parametrize(
@@ -353,7 +378,7 @@ def test_check_host_refuses_a_program_dir_linked_to_a_system_dir(pillar, lab_hos
 def test_pillar_example_is_a_valid_inventory():
     example = yaml.safe_load((REPO_ROOT / "pillar.example").read_text())
     plan = inventory.plan(pillar=example)
-    assert plan == [{"service": "ecsc", "hosts": ["ecsc-1", "ecsc-2"]}]
+    assert _pairs(plan) == [{"service": "ecsc", "hosts": ["ecsc-1", "ecsc-2"]}]
     host = inventory.host("ecsc-1", pillar=example)
     assert host["stop"]["signal"] == "TERM" and host["settle"] == 3
 
