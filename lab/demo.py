@@ -82,6 +82,22 @@ def step_results(proc):
     return results
 
 
+def report_paths(proc):
+    """{"json", "md", "svg"}: the run report the orchestration's report step wrote."""
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError:
+        return {}
+    data = data.get("data", data)
+    for minion_ret in data.values():
+        for key, ret in (minion_ret.items() if isinstance(minion_ret, dict) else []):
+            sid = key.split("_|-")[1] if "_|-" in key else key
+            returned = ((ret or {}).get("changes") or {}).get("return")
+            if sid.startswith("rollout-report") and isinstance(returned, dict):
+                return returned.get("paths") or {}
+    return {}
+
+
 def main():
     print("== 1. the rehearsal lab, at release v1 (as deployed by hand)")
     labctl.up(None)
@@ -133,6 +149,10 @@ def main():
     print("  . .venv/bin/activate && salt-run state.orchestrate orch.rollback   # back to v1")
     print("  salt-run state.event pretty=True                                   # watch events")
     print("  make lab-status    make lab-reset    make lab-down")
+    paths = report_paths(proc)
+    print("\nThe run report (runner rolloutreport; the last runs are kept on the master):")
+    for kind, what in (("md", "readable"), ("json", "for scripts"), ("svg", "timeline")):
+        print(f"  {what:<12} {paths.get(kind) or '(not written: see the report step above)'}")
     return proc.returncode
 
 
