@@ -198,3 +198,21 @@ def test_a_runner_step_that_words_its_result_is_printed(rollout):
     assert lines[1].split()[:2] == ["FAILED", "compliance"]
     assert lines[2:5] == [f"    {line}" for line in table.splitlines()]
     assert lines[-1].startswith("Result: FAILED")
+
+
+def test_a_host_that_did_not_answer(rollout):
+    """The shape Salt gives a salt.state step whose minion never returned (seen on the lab
+    under load: `Run failed on minions: ecsc-2 / Minion ecsc-2 did not return a state
+    result.`, changes {"ecsc-2": False})."""
+    data = capture("upgrade")
+    step = data["data"]["vm_master"]["salt_|-upgrade-ecsc-2_|-upgrade-ecsc-2_|-state"]
+    step.update({"result": False, "changes": {"ecsc-2": False}, "comment":
+                 "Run failed on minions: ecsc-2\nMinion ecsc-2 did not return a state result."})
+    data["retcode"] = 1
+    text = rollout.output(data)
+    row = next(line for line in section(text, "Hosts") if line.split()[0] == "ecsc-2")
+    assert row.split()[1:] == ["no", "answer"]
+    assert section(text, "Failures") == [
+        "  ecsc-2:", "      Run failed on minions: ecsc-2",
+        "      Minion ecsc-2 did not return a state result."]
+    assert text.splitlines()[-1] == "Result: FAILED: ecsc-2 no answer (exit 1)"
