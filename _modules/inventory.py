@@ -616,6 +616,9 @@ def host(minion_id=None, release=None, archive=True, ready_release=None, pillar=
     stop = {**DEFAULTS["stop"], **(conf.get("stop") or {})}
     stop["signal"] = __utils__["rollout_ids.signal_name"](stop["signal"])
     pair = dict(_rollout_order(services, pillar))[name]
+    policy, _ = __utils__["rollout_policy.resolve"](conf, len(conf["hosts"]), name)
+    hooks = {verb: __utils__["rollout_policy.fill"](policy[verb], minion_id, address, name)
+             if policy[verb] else None for verb in ("drain", "undrain")}
     return {
         "id": minion_id,
         "service": name,
@@ -643,6 +646,9 @@ def host(minion_id=None, release=None, archive=True, ready_release=None, pillar=
         "sha256": str((rel.get("sha256") or {}).get(name) or ""),
         "keep_backups": int(rel.get("keep_backups", 3)),
         "checks": checks,
+        # The load balancer's hooks for this host (None: the service has none).
+        "drain": hooks["drain"],
+        "undrain": hooks["undrain"],
     }
 
 

@@ -1,6 +1,6 @@
 """
-The one HTTP GET of the rollout: health checks of the ready gate and the probes that prove a
-release's fixes.
+The one HTTP client of the rollout: health checks of the ready gate, the probes that prove a
+release's fixes (GET), and the load balancer's drain/undrain hooks (any method).
 
 Why not ``salt.utils.http.query``: its tornado backend always follows redirects, to any host,
 and takes its timeouts from the minion's opts (an hour by default). This GET never uses a proxy
@@ -8,7 +8,7 @@ and takes its timeouts from the minion's opts (an hour by default). This GET nev
 and port (a health URL that sends us elsewhere is not healthy), and waits at most ``timeout``
 seconds for each connect and read.
 
-Reached as ``__utils__["rollout_http.get"]``.
+Reached as ``__utils__["rollout_http.get"]`` and ``__utils__["rollout_http.request"]``.
 
 :depends: none
 """
@@ -53,8 +53,13 @@ class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
 
 
 def get(url, timeout=5.0, max_body=MAX_BODY):
+    """GET ``url``: see :func:`request`."""
+    return request(url, "GET", timeout, max_body)
+
+
+def request(url, method="GET", timeout=5.0, max_body=MAX_BODY):
     """
-    GET ``url`` (http or https). Returns ``{"url", "status", "body", "error"}``: ``status`` is
+    ``method`` (GET, POST, PUT, ...; no body) ``url`` (http or https). Returns ``{"url", "status", "body", "error"}``: ``status`` is
     the HTTP status (a redirect off the URL's host stays a 3xx), or None with ``error`` saying
     why there was no answer (refused, timed out, ...); ``body`` is at most ``max_body`` bytes,
     decoded as UTF-8 with replacement.
@@ -65,10 +70,12 @@ def get(url, timeout=5.0, max_body=MAX_BODY):
     opener = urllib.request.build_opener(
         urllib.request.ProxyHandler({}), _SameOriginRedirects(_origin(url))
     )
-    request = urllib.request.Request(url, headers={"User-Agent": _AGENT})
+    method = str(method).upper()
+    req = urllib.request.Request(url, headers={"User-Agent": _AGENT}, method=method,
+                                 data=None if method in ("GET", "HEAD") else b"")
     ret = {"url": url, "status": None, "body": "", "error": None}
     try:
-        with opener.open(request, timeout=max(deadline - time.monotonic(), 0.01)) as response:
+        with opener.open(req, timeout=max(deadline - time.monotonic(), 0.01)) as response:
             ret["status"] = response.status
             ret["body"] = response.read(max_body).decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:

@@ -27,10 +27,24 @@ def run():
             {"show_changed": False},
         ] + [{key: value} for key, value in requisites.items()]}
 
-    return {
-        "event-begin": event("begin", {"from": (record or {}).get("release")}),
-        "rolled-back": {"release.rolled_back": [{"name": host["install_dir"]}, {"tag": tag}]},
-        "event-rolled-back": event("restored", onchanges=[{"release": "rolled-back"}]),
-        "event-failed": event("failed", onfail=[{"release": "rolled-back"}]),
-        "event-end": event("end"),
-    }
+    svc = host["service"]
+    restored = {"release": "rolled-back"}
+    states = {"event-begin": event("begin", {"from": (record or {}).get("release")})}
+    # With load balancer hooks (pillar drain/undrain): out of rotation before a restore may
+    # stop the service, back in after it, whether the restore changed anything, or refused
+    # (the host still serves its release; the balancer's own checks keep a down host out).
+    drained = [{"balancer": "drained"}] if host["drain"] else []
+    if drained:
+        states["drained"] = {"balancer.drained": [{"name": svc}]}
+    states["rolled-back"] = {"release.rolled_back": [
+        {"name": host["install_dir"]}, {"tag": tag},
+    ] + ([{"require": drained}] if drained else [])}
+    if host["undrain"]:
+        states["in-rotation"] = {"balancer.in_rotation": [{"name": svc}, {"require": [restored]}]}
+        states["in-rotation-after-failure"] = {"balancer.in_rotation": [
+            {"name": svc}, {"onfail": [restored] + drained},
+        ]}
+    states["event-rolled-back"] = event("restored", onchanges=[restored])
+    states["event-failed"] = event("failed", onfail=[restored] + drained)
+    states["event-end"] = event("end")
+    return states

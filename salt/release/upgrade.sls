@@ -66,10 +66,17 @@ def run():
         {"onchanges": [staged]},
     ]}
     states["event-backed-up"] = event("backed-up", onchanges=[{"backup": "backed-up"}])
+    # Out of the load balancer's rotation before the stop (pillar drain hook): no request is
+    # sent to a stopping JVM; a failed drain stops this host here, its service still running.
+    drained = [{"balancer": "drained"}] if host["drain"] else []
+    if drained:
+        states["drained"] = {"balancer.drained": [
+            {"name": svc}, {"onchanges": [staged]}, {"require": [{"backup": "backed-up"}]},
+        ]}
     states["stopped"] = {"javaservice.dead": [
         {"name": svc}, {"signal": host["stop"]["signal"]}, {"timeout": host["stop"]["timeout"]},
         {"thread_dump": host["stop"]["thread_dump"]},
-        {"onchanges": [staged]}, {"require": [{"backup": "backed-up"}]},
+        {"onchanges": [staged]}, {"require": [{"backup": "backed-up"}] + drained},
     ] + identity}
     states["event-stopped"] = event("stopped", onchanges=[{"javaservice": "stopped"}])
     states["swapped"] = {"release.deployed": [
@@ -128,19 +135,36 @@ def run():
         {"name": target}, {"keep": host["keep_backups"]}, {"protect": [rel]},
         {"onchanges": [swapped, resumed]}, {"require": fixes or [{"javaservice": "ready"}]},
     ]}
+    # Back in rotation once every gate passed (pillar undrain hook).
+    if host["undrain"]:
+        states["in-rotation"] = {"balancer.in_rotation": [
+            {"name": svc}, {"onchanges": [swapped, resumed]},
+            {"require": fixes or [{"javaservice": "ready"}]},
+        ]}
 
     if not test:
         # Armed rollback: only when a step from the stop on failed, and never on a host whose
         # backup was not made (nothing was stopped there). Left out of a dry run.
         after_stop = [{"javaservice": "stopped"}, swapped, {"javaservice": "ready"}] + fixes
         states["event-failed"] = event(
-            "failed", onfail=[resumed, staged, {"backup": "backed-up"}] + after_stop
+            "failed", onfail=[resumed, staged, {"backup": "backed-up"}] + drained + after_stop
         )
+        # A failed drain fails the stop's requisite, not the stop: nothing to roll back then.
         states["rolled-back"] = {"release.rolled_back": [
             {"name": target}, {"tag": rel},
-            {"onfail": after_stop}, {"require": [staged, {"backup": "backed-up"}]},
+            {"onfail": after_stop}, {"require": [staged, {"backup": "backed-up"}] + drained},
         ]}
         states["event-rolled-back"] = event("rolled-back", onchanges=[{"release": "rolled-back"}])
+        if host["undrain"]:
+            # Rolled back and ready on the old release, or a drain that failed half-way: the
+            # host goes back in rotation either way (it serves, and must not stay out).
+            states["in-rotation-after-rollback"] = {"balancer.in_rotation": [
+                {"name": svc}, {"onchanges": [{"release": "rolled-back"}]},
+            ]}
+            if drained:
+                states["in-rotation-after-failed-drain"] = {"balancer.in_rotation": [
+                    {"name": svc}, {"onfail": drained},
+                ]}
     # Last, whatever happened above: the host's state run finished (it returned).
     states["event-end"] = event("end")
     return states
