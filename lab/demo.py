@@ -26,6 +26,8 @@ def event_printer():
 
     def show(tag, data):
         _, kind, host, step = (tag.split("/") + ["", "", "", ""])[:4]
+        if kind not in ("upgrade", "rollback") or step in events.MARKERS:
+            return  # the report's marker, a host's begin/end: no step to show
         print(f"  [{time.monotonic() - t0:5.1f}s] {kind:<8} {host:<15} {step:<12}"
               f" {data.get('service', '')} {data.get('release', data.get('tag', ''))}",
               flush=True)
@@ -62,39 +64,35 @@ def orchestrate(sls, *extra):
                            timeout=1800)
 
 
-def step_results(proc):
-    """{host: (result, seconds, comment)} from the orchestration's JSON output."""
+def _steps(proc):
+    """(step id, its return) of each orchestration step, from the JSON output."""
     try:
         data = json.loads(proc.stdout)
     except ValueError:
-        return {}
+        return
     data = data.get("data", data)
-    results = {}
     for minion_ret in data.values():
         if not isinstance(minion_ret, dict):
             continue
         for key, ret in minion_ret.items():
-            sid = key.split("_|-")[1] if "_|-" in key else key
-            if sid.startswith("upgrade-"):
-                results[sid[len("upgrade-"):]] = (
-                    ret.get("result"), (ret.get("duration") or 0) / 1000.0, ret.get("comment", "")
-                )
-    return results
+            yield (key.split("_|-")[1] if "_|-" in key else key), (ret or {})
+
+
+def step_results(proc):
+    """{host: (result, seconds, comment)} from the orchestration's JSON output."""
+    return {
+        sid[len("upgrade-"):]: (
+            ret.get("result"), (ret.get("duration") or 0) / 1000.0, ret.get("comment", ""))
+        for sid, ret in _steps(proc) if sid.startswith("upgrade-")
+    }
 
 
 def report_paths(proc):
     """{"json", "md", "svg"}: the run report the orchestration's report step wrote."""
-    try:
-        data = json.loads(proc.stdout)
-    except ValueError:
-        return {}
-    data = data.get("data", data)
-    for minion_ret in data.values():
-        for key, ret in (minion_ret.items() if isinstance(minion_ret, dict) else []):
-            sid = key.split("_|-")[1] if "_|-" in key else key
-            returned = ((ret or {}).get("changes") or {}).get("return")
-            if sid.startswith("rollout-report") and isinstance(returned, dict):
-                return returned.get("paths") or {}
+    for sid, ret in _steps(proc):
+        returned = (ret.get("changes") or {}).get("return")
+        if sid.startswith("rollout-report") and isinstance(returned, dict):
+            return returned.get("paths") or {}
     return {}
 
 

@@ -10,6 +10,8 @@ import salt.utils.event
 from lab import labctl
 
 TAG_PREFIX = "rollout/"
+# A host's state run opens with `begin` and closes with `end` (for the run report): no step.
+MARKERS = ("begin", "end")
 
 
 class Listener(threading.Thread):
@@ -47,10 +49,10 @@ class Listener(threading.Thread):
         self.join(5)
 
     def steps(self, kind="upgrade"):
-        """{host: [step, ...]} in arrival order."""
+        """{host: [step, ...]} in arrival order (the begin/end markers left out)."""
         found = {}
         for _, tag, _ in self.events:
             parts = tag.split("/")
-            if len(parts) == 4 and parts[1] == kind:
+            if len(parts) == 4 and parts[1] == kind and parts[3] not in MARKERS:
                 found.setdefault(parts[2], []).append(parts[3])
         return found
