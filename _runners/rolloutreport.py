@@ -13,7 +13,8 @@ last steps call :func:`write`, which keeps this run's events (``run`` == owner) 
 
     <master cachedir>/rollout/reports/<YYYYmmdd-HHMMSS>-<kind>-<run[:8]>.json   (machines)
     <master cachedir>/rollout/reports/<YYYYmmdd-HHMMSS>-<kind>-<run[:8]>.md     (people)
-    <master cachedir>/rollout/reports/<YYYYmmdd-HHMMSS>-<kind>-<run[:8]>.svg    (timeline)
+    <master cachedir>/rollout/reports/<YYYYmmdd-HHMMSS>-<kind>-<run[:8]>.svg    (timeline;
+                                                                      none when no host had a step)
 
 (the lab: ``.lab/master/var/cache/salt/master/rollout/reports/``), keeping the newest
 ``keep`` runs (pillar ``release:keep_reports``, default 20).
@@ -589,11 +590,16 @@ def write(kind, owner, hosts, pairs=None, release=None, tag=None, started=None, 
         stem = time.strftime("%Y%m%d-%H%M%S", time.localtime(report["started"]))
         stem = f"{stem}-{kind}-{str(owner)[:8]}"
         paths = {ext: os.path.join(directory, f"{stem}.{ext}") for ext in ("json", "md", "svg")}
+        if not any(host["steps"] for host in report["hosts"].values()):
+            # Nothing to draw (e.g. every host already on the release): no timeline, and a
+            # no-op run does not pay for importing matplotlib.
+            paths["svg"] = None
         try:
             os.makedirs(directory, exist_ok=True)
-            draw_timeline(report, paths["svg"])
+            if paths["svg"]:
+                draw_timeline(report, paths["svg"])
             with salt.utils.atomicfile.atomic_open(paths["md"], "w") as fh:
-                fh.write(to_markdown(report, os.path.basename(paths["svg"])))
+                fh.write(to_markdown(report, paths["svg"] and os.path.basename(paths["svg"])))
             with salt.utils.atomicfile.atomic_open(paths["json"], "w") as fh:
                 json.dump({**to_json(report), "paths": paths}, fh, indent=2, sort_keys=True)
             prune(directory, keep)

@@ -225,3 +225,14 @@ def test_bad_keep_and_missing_journal_config_are_refused(configure_loader_module
     opts.pop("event_return")
     with pytest.raises(CommandExecutionError, match="event_return: rawfile_json"):
         rolloutreport.write("upgrade", RUN, ["ecsc-1"])
+
+
+def test_a_run_without_any_host_step_has_no_timeline(journal, tmp_path, no_bus):
+    journal.write_text("\n".join([line("ecsc-1", "begin", T0, **{"from": "20170220"}),
+                                  line("ecsc-1", "end", T0 + 0.4)]) + "\n")
+    ret = rolloutreport.write("upgrade", RUN, ["ecsc-1", "ecsc-2"], release="20170220",
+                              unchanged=["ecsc-2"])
+    assert ret["paths"]["svg"] is None and os.path.exists(ret["paths"]["json"])
+    assert ret["summary"] == ["ecsc-1  20170220 -> 20170220  no change  down 0.0s",
+                              "ecsc-2  20170220 -> 20170220  no change  down 0.0s"]
+    assert len(os.listdir(tmp_path / "cache" / "rollout" / "reports")) == 2
