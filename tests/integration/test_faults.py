@@ -478,7 +478,8 @@ def test_f04_minion_killed_between_stop_and_ready(lab, hosts, row):
     r.expect(again.returncode == 0, f"re-run failed: {excerpt(text_of(again)[-400:])}")
     r.expect(bool(resumed) and resumed.group(1) == "schedule-1",
              "the re-run does not say it resumed schedule-1")
-    r.expect(bool(resumed_events), "no rollout/upgrade/schedule-1/resumed event")
+    r.expect(bool(resumed_events) and bool(resumed_events[0].get("run")),
+             "no rollout/upgrade/schedule-1/resumed event carrying the run's token")
     r.expect(not leftovers, f"leftovers beside the program dir after the re-run: {leftovers}")
     r.lost(partners + nothing_lost(hosts, before, ["schedule-1", "schedule-2"]))
     r.finish()
