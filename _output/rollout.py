@@ -19,6 +19,8 @@ A run prints:
   [at <step>]``): the report runner's lines (``rolloutreport.write``, the step whose
   ``changes.return`` has ``summary``) when the orchestration has that step, else derived from
   the host steps' state returns;
+- each host an interrupted run had left half-done, as ``release.resumed`` words it
+  (``resuming <host>: an interrupted run left it at '<step>' (...)``);
 - each failure: host, step, its comment (with the tails of the service's logs);
 - the run's result and the report's paths.
 
@@ -411,6 +413,13 @@ def _render(steps, retcode, colors):
         out += [f"  {line}" for line in report["summary"]]
     else:
         out += [f"  {line}" for line in _derived_summary(host_steps)]
+    # A host an interrupted run had left half-done: release.resumed says where it was taken up.
+    resumed = [f"  {_first_line(state.get('comment'))}" for host, step in host_steps
+               for state in _states(step, host)
+               if state["mod"] == "release" and state["id"] == "resumed" and state.get("changes")]
+    if resumed:
+        out.append("Resumed")
+        out += resumed
     failures = []
     for host, step in host_steps:
         if step.get("result") is False and not str(step.get("comment", "")).startswith(

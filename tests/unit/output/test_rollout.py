@@ -216,3 +216,17 @@ def test_a_host_that_did_not_answer(rollout):
         "  ecsc-2:", "      Run failed on minions: ecsc-2",
         "      Minion ecsc-2 did not return a state result."]
     assert text.splitlines()[-1] == "Result: FAILED: ecsc-2 no answer (exit 1)"
+
+
+def test_a_resumed_host_is_printed_as_release_resumed_words_it(rollout):
+    """Issue 9.4: the re-run after an interrupted run says which host it took up and where."""
+    data = capture("upgrade")
+    states = data["data"]["vm_master"]["salt_|-upgrade-schedule-1_|-upgrade-schedule-1_|-state"][
+        "changes"]["ret"]["schedule-1"]
+    said = ("resuming schedule-1: an interrupted run left it at 'stopped' (20170220 staged; "
+            "schedule not running); finishing it: removed .schedule.staging")
+    states["release_|-resumed_|-/home/schedule_|-resumed"] = {
+        "__id__": "resumed", "__run_num__": -1, "result": True, "comment": said,
+        "changes": {"resumed": {"step": "stopped"}}}
+    assert section(rollout.output(data), "Resumed") == [f"  {said}"]
+    assert "Resumed" not in rollout.output(capture("noop")).splitlines()
