@@ -173,3 +173,90 @@ def test_master_code_hashes_the_shipped_modules_of_the_file_server(tmp_path):
             for kind in ("modules", "states", "utils")
             for p in (REPO_ROOT / f"_{kind}").glob("*.py")}
     assert code == want
+
+
+# ------------------------------------------------------------ orch.upgrade's render
+
+
+def _render_upgrade(survey, pillar_extra=None):
+    """Render salt/orch/upgrade.sls (#!py) with the repo's pillar, every host a known minion,
+    and ``survey`` as rollout.survey's answer."""
+    import types
+
+    import yaml
+
+    inventory = load_repo_module("modules", "inventory")
+    pillar = {}
+    for name in ("inventory", "release"):
+        pillar.update(yaml.safe_load((REPO_ROOT / "pillar" / f"{name}.sls").read_text()))
+    pillar["release"]["sha256"] = {svc: "ab" * 32 for svc in pillar["inventory"]["services"]}
+    pillar.update(pillar_extra or {})
+    from tests.conftest import repo_utils
+
+    opts = {"id": "master"}
+    module = types.ModuleType("orch_upgrade")
+    text = (REPO_ROOT / "salt" / "orch" / "upgrade.sls").read_text().split("\n", 1)[1]
+    exec(compile(text, "upgrade.sls", "exec"), module.__dict__)  # pylint: disable=exec-used
+    hosts = [h for conf in pillar["inventory"]["services"].values() for h in conf["hosts"]]
+    with patch.dict(inventory.__dict__, {"__pillar__": pillar, "__opts__": opts,
+                                         "__utils__": repo_utils(opts)}):
+        module.__dict__.update(__pillar__=pillar, __opts__=opts,
+                               __salt__={"inventory.plan": inventory.plan})
+        module._known_minions = lambda: set(hosts)
+        module._survey = lambda h, p: survey
+        return module.run(), hosts
+
+
+def _survey_of(current=(), stale=(), busy=None, silent=()):
+    return {"current": list(current), "stale": list(stale), "busy": busy or {},
+            "silent": list(silent), "why": {}}
+
+
+def test_render_gives_hosts_already_on_the_release_no_job_and_syncs_only_stale_ones():
+    current = ["ecsc-1", "ecsc-2", "schedule-1"]
+    states, hosts = _render_upgrade(_survey_of(current=current, stale=["ecmc-1"],
+                                               silent=["ecmc-2"]))
+    for host in hosts:
+        (fun, args), = states[f"upgrade-{host}"].items()
+        if host in current:
+            assert fun == "test.configurable_test_state", host  # no job on the minion
+            assert {"changes": False} in args and {"result": True} in args
+        else:
+            assert fun == "salt.state" and {"sls": "release.upgrade"} in args, host
+    # No sync_all step: the answering runner syncs the stale hosts with work, only them.
+    assert not any("saltutil.sync_all" in str(step) for step in states.values())
+    answer = dict(kv for item in states["minions-answer"]["salt.runner"] for kv in item.items())
+    work = [h for h in hosts if h not in current]
+    assert answer["hosts"] == work and answer["sync"] == ["ecmc-1"]
+    assert answer["checked"] == [h for h in work if h != "ecmc-2"]  # the silent one is asked
+    preflight = dict(kv for item in states["preflight"]["salt.state"] for kv in item.items())
+    assert preflight["tgt"] == work
+    # ecsc-2 (nothing to do) follows ecsc-1 (nothing to do): requisites name the test state.
+    ecsc2 = dict(kv for item in states["upgrade-ecsc-2"]["test.configurable_test_state"]
+                 for kv in item.items())
+    assert {"test": "upgrade-ecsc-1"} in ecsc2["require"] and ecsc2["parallel"] is True
+    schedule2 = dict(kv for item in states["upgrade-schedule-2"]["salt.state"] for kv in item.items())
+    assert {"test": "upgrade-schedule-1"} in schedule2["require"]
+
+
+def test_render_of_a_fleet_already_on_the_release_runs_no_minion_job():
+    states, hosts = _render_upgrade(_survey_of(current=[
+        "ecsc-1", "ecsc-2", "ecmc-1", "ecmc-2", "schedule-1", "schedule-2", "schedule-res-1",
+        "schedule-res-2"]))
+    assert "minions-answer" not in states
+    assert not any(fun in ("salt.state", "salt.function")
+                   for step in states.values() for fun in step)
+    assert "rollout-lock" in states and "rollout-unlock" in states
+
+
+def test_render_keeps_every_step_after_the_hosts_parallel_in_a_parallel_run():
+    """A step that is not parallel and requires the host steps would hold Salt's state loop
+    until every running host 1 ended: each pair's host 2 would wait for the slowest host 1."""
+    states, hosts = _render_upgrade(_survey_of())
+    for sid, step in states.items():
+        (fun, args), = step.items()
+        if sid.startswith("upgrade-") or sid.startswith("rollout-") and sid != "rollout-lock":
+            assert {"parallel": True} in args, sid
+    states, _ = _render_upgrade(_survey_of(), {"parallel": False})
+    assert not any({"parallel": True} in args for step in states.values()
+                   for args in step.values())
