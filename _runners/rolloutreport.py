@@ -187,12 +187,21 @@ def _host(kind, host, events, release, tag, now):
     # the old tree back); still open when the host never came back in this run.
     down = None
     by_name = {s["step"]: s for s in steps}
-    first_down = by_name.get("restored") if kind == "rollback" else by_name.get("stopped")
-    if first_down:
-        up = by_name.get("restored") if kind == "rollback" else (
-            by_name.get("ready") or by_name.get("rolled-back"))
+    if kind == "rollback":
+        went_down = by_name.get("restored", {}).get("start")
+        up = by_name.get("restored")
+    else:
+        up = by_name.get("ready") or by_name.get("rolled-back")
+        went_down = by_name.get("stopped", {}).get("start")
+        if went_down is None and by_name.get("ready") and begin:
+            # Started without being stopped by this run: it was down when the run began (a
+            # resumed host).
+            went_down = begin["at"]
+        elif went_down is None and result == "no answer" and last == "backed-up":
+            went_down = last_at  # the stop comes next: it may have begun (say so: open)
+    if went_down is not None:
         end = up["end"] if up else None
-        down = {"start": first_down["start"], "end": end, "open": end is None}
+        down = {"start": went_down, "end": end, "open": end is None}
     down_s = round(((down["end"] or now) - down["start"]), 3) if down else 0.0
     backup_tag = (tag if kind == "rollback" else release) if steps else None
     return {

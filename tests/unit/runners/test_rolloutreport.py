@@ -236,3 +236,23 @@ def test_a_run_without_any_host_step_has_no_timeline(journal, tmp_path, no_bus):
     assert ret["summary"] == ["ecsc-1  20170220 -> 20170220  no change  down 0.0s",
                               "ecsc-2  20170220 -> 20170220  no change  down 0.0s"]
     assert len(os.listdir(tmp_path / "cache" / "rollout" / "reports")) == 2
+
+
+def test_downtime_of_a_host_cut_before_its_stop_event_and_of_a_resumed_host():
+    # The minion died right after the JVM stopped, before the "stopped" event: the stop may
+    # have begun at the end of the backup, so the host counts as down (open) from there.
+    cut = upgrade_lines("ecsc-1", T0, stop_at="backed-up")
+    report = rolloutreport.build("upgrade", RUN, events(cut), ["ecsc-1"], release="20170220",
+                                 started=T0, ended=T0 + 12)
+    host = report["hosts"]["ecsc-1"]
+    assert (host["result"], host["down"]["open"]) == ("no answer", True)
+    assert host["down_s"] == pytest.approx(10.0)  # T0+2 .. the report at T0+12
+    # The re-run resumes it: started (ready) without a stop: down from its begin.
+    resumed = [line("ecsc-1", "begin", T0 + 20, **{"from": None}),
+               line("ecsc-1", "resumed", T0 + 20.5), line("ecsc-1", "staged", T0 + 21),
+               line("ecsc-1", "swapped", T0 + 21.5), line("ecsc-1", "ready", T0 + 25),
+               line("ecsc-1", "verified", T0 + 25.5), line("ecsc-1", "end", T0 + 26)]
+    report = rolloutreport.build("upgrade", RUN, events(resumed), ["ecsc-1"],
+                                 release="20170220", started=T0 + 19, ended=T0 + 27)
+    host = report["hosts"]["ecsc-1"]
+    assert (host["result"], host["down_s"]) == ("ok", pytest.approx(5.0))
