@@ -92,6 +92,30 @@ def _steps(data):
     return steps, retcode
 
 
+def _pair_order(host_steps):
+    """Host steps grouped by pair (``<name>-<n>``), pairs in the order their first host ran,
+    hosts of a pair by number: the runbook's order, whatever order parallel steps ran in."""
+    def split(host):
+        name, _, number = host.rpartition("-")
+        return (name, int(number)) if name and number.isdigit() else (host, 0)
+
+    first = {}
+    for host, step in host_steps:
+        first.setdefault(split(host)[0], step.get("__run_num__", 0))
+        first[split(host)[0]] = min(first[split(host)[0]], step.get("__run_num__", 0))
+    return sorted(host_steps, key=lambda hs: (first[split(hs[0])[0]], split(hs[0])))
+
+
+def _paths_line(paths):
+    """``Report: <dir>/<stem>.{json,md,svg}`` when the files share a directory and stem."""
+    found = [str(p) for p in paths.values() if p]
+    stems = {os.path.splitext(p)[0] for p in found}
+    if len(found) > 1 and len(stems) == 1:
+        exts = ",".join(os.path.splitext(p)[1][1:] for p in found)
+        return f"Report: {stems.pop()}.{{{exts}}}"
+    return "Report: " + ", ".join(found)
+
+
 def _host_of(step):
     match = HOST_STEP.match(str(step["id"]))
     return match.group("host") if match else None
@@ -378,7 +402,7 @@ def _head_and_tail(text):
 
 def _render(steps, retcode, colors):
     test = any(s.get("result") is None for s in steps)
-    host_steps = [(_host_of(s), s) for s in steps if _host_of(s)]
+    host_steps = _pair_order([(_host_of(s), s) for s in steps if _host_of(s)])
     other = [s for s in steps if not _host_of(s)]
     out = []
     if test:
@@ -439,7 +463,7 @@ def _render(steps, retcode, colors):
                + (f" (exit {retcode})" if failed and retcode else ""))
     paths = (report or {}).get("paths") or {}
     if any(paths.values()):
-        out.append("Report: " + ", ".join(f"{p}" for p in paths.values() if p))
+        out.append(_paths_line(paths))
     return out
 
 

@@ -2,7 +2,9 @@
 state.orchestrate orch.upgrade`, in data/): a v1 -> v2 upgrade of the eight hosts
 (upgrade.json), the same run again with nothing to do (noop.json), its test=True plan
 (plan.json), and a release whose ecmc build never becomes ready (failed.json: ecmc-1 fails its
-ready gate and is rolled back, ecmc-2 is never touched, the other pairs go on)."""
+ready gate and is rolled back, ecmc-2 is never touched, the other pairs go on). Then, with the
+run report step (rolloutreport.write) in the orchestration: the upgrade (upgrade-report.json)
+and a run on hosts already on the release, which get no state job (noop-idle.json)."""
 
 import copy
 import json
@@ -17,8 +19,10 @@ import yaml
 from tests.conftest import REPO_ROOT, load_repo_module
 
 DATA = pathlib.Path(__file__).parent / "data"
-HOSTS = ["ecsc-1", "ecmc-1", "schedule-1", "schedule-res-1",
-         "ecsc-2", "ecmc-2", "schedule-2", "schedule-res-2"]
+# Pairs in the order their first host ran, each pair's hosts in turn (the runbook's order),
+# though the parallel steps ran host 1 of every pair, then every host 2.
+HOSTS = ["ecsc-1", "ecsc-2", "ecmc-1", "ecmc-2", "schedule-1", "schedule-2",
+         "schedule-res-1", "schedule-res-2"]
 
 
 def opts():
@@ -143,7 +147,7 @@ def test_report_runner_lines_win(rollout):
     assert section(text, "Hosts") == [f"  {line}" for line in summary]
     assert text.splitlines()[-2] == ("Result: FAILED: ecmc-1: failed after step 'swapped', "
                                      "rolled back (01:00:44) (exit 1)")
-    assert text.splitlines()[-1] == "Report: /r/1.json, /r/1.md, /r/1.svg"
+    assert text.splitlines()[-1] == "Report: /r/1.{json,md,svg}"
     assert "rollout-report" in "\n".join(section(text, "Steps"))
 
 
@@ -230,3 +234,21 @@ def test_a_resumed_host_is_printed_as_release_resumed_words_it(rollout):
         "changes": {"resumed": {"step": "stopped"}}}
     assert section(rollout.output(data), "Resumed") == [f"  {said}"]
     assert "Resumed" not in rollout.output(capture("noop")).splitlines()
+
+
+def test_with_the_report_step_its_lines_and_paths_are_printed(rollout):
+    data = capture("upgrade-report")
+    report = data["data"]["vm_master"][
+        "salt_|-rollout-report_|-rolloutreport.write_|-runner"]["changes"]["return"]
+    text = rollout.output(data)
+    assert section(text, "Hosts") == [f"  {line}" for line in report["summary"]]
+    assert [line.split()[0] for line in section(text, "Hosts")] == HOSTS
+    stem = report["paths"]["json"][: -len(".json")]
+    assert text.splitlines()[-2:] == ["Result: ok", f"Report: {stem}.{{json,md,svg}}"]
+    assert len(text.splitlines()) == 16
+
+
+def test_hosts_already_on_the_release(rollout):
+    text = rollout.output(capture("noop-idle"))
+    assert "every targeted host is already on 20170220" in section(text, "Steps")[1]
+    assert all("20170220 -> 20170220  no change" in line for line in section(text, "Hosts"))
