@@ -400,6 +400,20 @@ def _head_and_tail(text):
         lines[-(FAILURE_LINES - head):]
 
 
+def _failures(host_steps, other):
+    """The ``Failures`` section: each failed step (not those skipped for another's failure)."""
+    failures = []
+    for host, step in host_steps:
+        if step.get("result") is False and not str(step.get("comment", "")).startswith(
+                "One or more requisite failed"):
+            failures += _failure_lines(step, host)
+    for step in other:
+        if step.get("result") is False and _ran(step) and not str(
+                step.get("comment", "")).startswith("One or more requisite failed"):
+            failures += _failure_lines(step)
+    return ["Failures"] + [f"  {line}" for line in failures] if failures else []
+
+
 def _render(steps, retcode, colors):
     test = any(s.get("result") is None for s in steps)
     host_steps = _pair_order([(_host_of(s), s) for s in steps if _host_of(s)])
@@ -412,6 +426,7 @@ def _render(steps, retcode, colors):
                 out.append(_step_line(step, colors))
         for host, step in host_steps:
             out += _plan_block(host, step)
+        out += _failures(host_steps, other)
         failed = any(s.get("result") is False for s in steps)
         out.append(f"Result: {'FAILED' if failed else 'plan ok'} "
                    f"({len(host_steps)} hosts; full detail: --out=highstate)")
@@ -444,18 +459,7 @@ def _render(steps, retcode, colors):
     if resumed:
         out.append("Resumed")
         out += resumed
-    failures = []
-    for host, step in host_steps:
-        if step.get("result") is False and not str(step.get("comment", "")).startswith(
-                "One or more requisite failed"):
-            failures += _failure_lines(step, host)
-    for step in other:
-        if step.get("result") is False and _ran(step) and not str(
-                step.get("comment", "")).startswith("One or more requisite failed"):
-            failures += _failure_lines(step)
-    if failures:
-        out.append("Failures")
-        out += [f"  {line}" for line in failures]
+    out += _failures(host_steps, other)
     failed = retcode not in (0, None) or any(s.get("result") is False for s in steps)
     word = f"{colors['RED']}FAILED{colors['ENDC']}" if failed else "ok"
     reason = (report or {}).get("reason") if report else _derived_reason(host_steps)

@@ -252,3 +252,20 @@ def test_hosts_already_on_the_release(rollout):
     text = rollout.output(capture("noop-idle"))
     assert "every targeted host is already on 20170220" in section(text, "Steps")[1]
     assert all("20170220 -> 20170220  no change" in line for line in section(text, "Hosts"))
+
+
+def test_a_plan_that_fails_names_host_state_and_comment(rollout):
+    """test=True on a host whose check fails (its state's result False, as the pre-flight's
+    checks return it): the host's block says so and Failures quotes the state's comment."""
+    data = capture("plan")
+    step = data["data"]["vm_master"]["salt_|-upgrade-ecsc-2_|-upgrade-ecsc-2_|-state"]
+    state = next(v for k, v in step["changes"]["ret"]["ecsc-2"].items() if "_|-staged_|-" in k)
+    state.update({"result": False, "comment": "ecsc-2: salt://releases/20170220/ecsc.tar: "
+                  "sha256 mismatch"})
+    step.update({"result": False, "comment": "Run failed on minions: ecsc-2"})
+    data["retcode"] = 1
+    text = rollout.output(data)
+    assert "ecsc-2  cannot be planned: Run failed on minions: ecsc-2" in text.splitlines()
+    assert section(text, "Failures") == [
+        "  ecsc-2 at staged:", "      ecsc-2: salt://releases/20170220/ecsc.tar: sha256 mismatch"]
+    assert text.splitlines()[-1].startswith("Result: FAILED")
