@@ -801,9 +801,12 @@ def current(minion_id=None, release=None, pillar=None):
     so a host with nothing to do costs no state job and a minion whose modules are the
     master's is not synced again.
 
+    The host's pre-flight check of its pillar entry (:func:`check_host`) comes first: a host
+    whose entry does not hold on it is never "on the release", so the run pre-flights it and
+    stops before any host is touched, as it would without this survey.
+
     Returns ``{"id", "release", "on_release": bool, "why": what is not as planned (None when
-    on_release), "code": {"modules/<file>": sha256, ...}}``. A pillar problem raises, as
-    :func:`host` does.
+    on_release), "code": {"modules/<file>": sha256, ...}}``.
 
     minion_id, release, pillar
         As for :func:`host`.
@@ -815,11 +818,16 @@ def current(minion_id=None, release=None, pillar=None):
         salt '*' inventory.current
         salt ecsc-1 inventory.current release=20170220
     """
-    resolved = host(minion_id, release=release, pillar=pillar)
+    ret = {"id": minion_id or __utils__["rollout_ids.minion_id"](), "release": None,
+           "on_release": False, "why": None, "code": _code_hashes()}
+    try:
+        resolved = check_host(minion_id, release=release, pillar=pillar)["host"]
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret["why"] = str(exc)
+        return ret
     target, svc = resolved["install_dir"], resolved["service"]
     deployed = __salt__["release.status"](target)
-    ret = {"id": resolved["id"], "release": deployed["release"], "on_release": False,
-           "why": None, "code": _code_hashes()}
+    ret["release"] = deployed["release"]
     sha256 = resolved["sha256"].lower()
     if deployed["release"] != resolved["release"]:
         ret["why"] = f"{target} is on {deployed['release']}, not {resolved['release']}"

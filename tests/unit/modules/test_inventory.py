@@ -402,8 +402,10 @@ def test_current_says_on_release_only_when_record_jvm_and_health_agree(tmp_path,
                   "javaservice.status": MagicMock(side_effect=lambda *a, **k: dict(jvm))}
     answer = {"status": 200}
     get = MagicMock(side_effect=lambda *a, **k: dict(answer))
+    checked = MagicMock(side_effect=lambda *a, **k: {"host": inventory.host(*a, **k)})
     with patch.dict(inventory.__opts__, {"extension_modules": str(ext)}), \
             patch.dict(inventory.__utils__, {"rollout_http.get": get}), \
+            patch.object(inventory, "check_host", checked), \
             patch.object(inventory, "__salt__", salt_funcs, create=True):
         now = inventory.current(pillar=pillar)
         assert now["on_release"] is True and now["why"] is None and now["id"] == "ecmc-1"
@@ -422,3 +424,10 @@ def test_current_says_on_release_only_when_record_jvm_and_health_agree(tmp_path,
             now = inventory.current(pillar=pillar)
             assert now["on_release"] is False and why in now["why"], (why, now)
             status.update(saved[0]), jvm.update(saved[1]), answer.update(saved[2])
+        # A pillar entry that does not hold on the host (its pre-flight would refuse it):
+        # never on the release, so the run pre-flights the host and stops there.
+        checked.side_effect = CommandExecutionError(
+            "ecmc-1: pillar inventory:services:ecmc:start: program 'x' not found")
+        now = inventory.current(pillar=pillar)
+        assert now["on_release"] is False and "program 'x' not found" in now["why"]
+        assert now["code"]  # the modules are still reported
