@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import time
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -57,6 +58,20 @@ def steps_of(proc):
             for key, ret in minion_ret.items():
                 found[key.split("_|-")[1]] = ret
     return found
+
+
+def run_report(lab, kind, since):
+    """The one run report of ``kind`` written after ``since`` (time.time()): its JSON, and
+    checks that its Markdown and SVG (a real one: XML whose root is an svg element) exist."""
+    directory = lab.MASTER_DIR / "var" / "cache" / "salt" / "master" / "rollout" / "reports"
+    found = [json.loads(p.read_text()) for p in directory.glob(f"*-{kind}-*.json")
+             if p.stat().st_mtime >= since]
+    assert len(found) == 1, [r["paths"] for r in found]
+    report = found[0]
+    assert report["kind"] == kind and report["operator"]
+    assert open(report["paths"]["md"]).read().startswith(f"# orch.{kind} ")
+    assert ET.parse(report["paths"]["svg"]).getroot().tag == "{http://www.w3.org/2000/svg}svg"
+    return report
 
 
 def host_states(step, host):
@@ -177,6 +192,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(lab, hosts, v1_lab):
 
 
 def test_full_upgrade_of_eight_hosts(lab, hosts, v1_lab):
+    since = time.time()
     with events.Listener() as bus:
         runner = subprocess.Popen(
             # The operator's command as it is: the Saltfile's default outputter (rollout).
@@ -212,6 +228,17 @@ def test_full_upgrade_of_eight_hosts(lab, hosts, v1_lab):
         # Every step of every host was on the bus, in order.
         assert bus.steps()[host_id] == ["staged", "backed-up", "stopped", "swapped", "ready",
                                         "verified"], host_id
+    # The run report: each host's steps with their times, its downtime, its backup; no pair
+    # ever down at once (issue 10).
+    report = run_report(lab, "upgrade", since)
+    assert report["result"] == "ok" and report["reason"] is None and report["both_down"] == []
+    assert report["release"] == V2 and len(report["summary"]) == len(hosts)
+    for host_id in hosts:
+        row = report["hosts"][host_id]
+        assert [s["step"] for s in row["steps"]] == bus.steps()[host_id], host_id
+        assert all(s["start"] <= s["end"] for s in row["steps"]), row
+        assert (row["result"], row["after"], row["backup_tag"]) == ("ok", V2, V2), row
+        assert row["down_s"] > 0 and row["down"]["open"] is False, row
     # The two fixed issues, on the running services.
     assert balance("127.0.3.27") == "12.345" and balance("127.0.3.40") == "12.345"
     for host_id in ("schedule-1", "schedule-res-2"):
@@ -239,8 +266,15 @@ def test_second_run_changes_nothing_and_restarts_nothing(lab, hosts):
 
 
 def test_rollback_restores_v1_byte_identical(lab, hosts, v1_lab):
+    since = time.time()
     proc = orchestrate("orch.rollback")
     assert proc.returncode == 0, proc.stdout[-3000:]
+    report = run_report(lab, "rollback", since)
+    assert report["result"] == "ok" and report["both_down"] == []
+    for host_id in hosts:
+        row = report["hosts"][host_id]
+        assert [s["step"] for s in row["steps"]] == ["restored"], row
+        assert (row["result"], row["before"]) == ("ok", V2) and row["down_s"] > 0, row
     after = snapshot(lab, hosts)
     for host_id in hosts:
         assert after[host_id]["release"] == lab.RELEASE_V1, host_id
