@@ -34,6 +34,8 @@ import json
 import logging
 import os
 import re
+import subprocess
+import sys
 import time
 
 import psutil
@@ -49,7 +51,8 @@ __virtualname__ = "rolloutreport"
 REPORT_SUBDIR = os.path.join("rollout", "reports")
 KEEP_DEFAULT = 20
 # <YYYYmmdd-HHMMSS>-<kind>-<run prefix>.<ext>: only files of this shape are ever pruned.
-REPORT_NAME = re.compile(r"^(\d{8}-\d{6}-(?:upgrade|rollback)-[0-9A-Za-z]{1,8})\.(json|md|svg)$")
+REPORT_NAME = re.compile(
+    r"^(\d{8}-\d{6}-(?:upgrade|rollback)-[0-9A-Za-z]{1,8})\.(json|md|svg(?:\.log|\.tmp)?)$")
 # How long the report waits for the journal to hold its own marker event (all events
 # fired before it are then on disk): the returner writes each event as it comes.
 JOURNAL_WAIT = 5.0
@@ -433,7 +436,40 @@ def draw_timeline(report, path):
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
               fontsize="small", frameon=False)
     fig.tight_layout()
-    fig.savefig(path, format="svg", metadata={"Date": None})
+    # Written aside, then renamed: a reader never sees half a picture.
+    fig.savefig(f"{path}.tmp", format="svg", metadata={"Date": None})
+    try:
+        os.unlink(f"{path}.log")  # the detached drawer's (empty) error log
+    except FileNotFoundError:
+        pass
+    os.replace(f"{path}.tmp", path)
+
+
+# The timeline is drawn by a child process, so the orchestration (its unlock, its exit) does
+# not wait for matplotlib's import (~1 s): it reads the report on stdin and runs this file.
+_DRAW_CHILD = (
+    "import importlib.util, json, sys\n"
+    "spec = importlib.util.spec_from_file_location('rolloutreport_timeline', sys.argv[1])\n"
+    "module = importlib.util.module_from_spec(spec)\n"
+    "spec.loader.exec_module(module)\n"
+    "module.draw_timeline(json.load(sys.stdin), sys.argv[2])\n"
+)
+
+
+def _draw_detached(report, path):
+    """Start the child that draws ``path``; its errors go to ``<path>.log``."""
+    with open(f"{path}.log", "wb") as errors:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _DRAW_CHILD, os.path.abspath(__file__), path],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors,
+            start_new_session=True, close_fds=True,
+        )
+    try:
+        child.stdin.write(json.dumps(report).encode())
+        child.stdin.close()
+    except BrokenPipeError:
+        log.error("rolloutreport: the timeline drawer of %s exited early: see %s.log", path, path)
+    return child
 
 
 # --------------------------------------------------------------------------- files
@@ -523,7 +559,7 @@ def _operator():
 
 
 def write(kind, owner, hosts, pairs=None, release=None, tag=None, started=None, keep=KEEP_DEFAULT,
-          failed=False, unchanged=None, report_dir=None, test=False):
+          failed=False, unchanged=None, report_dir=None, detach=True, test=False):
     """
     Write the report of the run ``owner`` (an orchestration's last steps call this) and
     return ``{"summary": [one line per host], "reason": str|None, "paths": {"json", "md",
@@ -559,6 +595,11 @@ def write(kind, owner, hosts, pairs=None, release=None, tag=None, started=None, 
 
     report_dir
         Default ``<master cachedir>/rollout/reports``.
+
+    detach
+        True (default): the SVG is drawn by a child process and appears a moment after this
+        returns (the run does not wait for matplotlib; a drawing error goes to
+        ``<svg>.log``); False: drawn before this returns.
 
     test
         True: nothing is written (the paths are None).
@@ -605,7 +646,9 @@ def write(kind, owner, hosts, pairs=None, release=None, tag=None, started=None, 
             paths["svg"] = None
         try:
             os.makedirs(directory, exist_ok=True)
-            if paths["svg"]:
+            if paths["svg"] and detach:
+                _draw_detached(report, paths["svg"])
+            elif paths["svg"]:
                 draw_timeline(report, paths["svg"])
             with salt.utils.atomicfile.atomic_open(paths["md"], "w") as fh:
                 fh.write(to_markdown(report, paths["svg"] and os.path.basename(paths["svg"])))

@@ -70,7 +70,12 @@ def run_report(lab, kind, since):
     report = found[0]
     assert report["kind"] == kind and report["operator"]
     assert open(report["paths"]["md"]).read().startswith(f"# orch.{kind} ")
-    assert ET.parse(report["paths"]["svg"]).getroot().tag == "{http://www.w3.org/2000/svg}svg"
+    # The timeline is drawn by a detached child: it appears a moment after the run.
+    svg = report["paths"]["svg"]
+    deadline = time.monotonic() + 120
+    while not os.path.exists(svg) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ET.parse(svg).getroot().tag == "{http://www.w3.org/2000/svg}svg"
     return report
 
 

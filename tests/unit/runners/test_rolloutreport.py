@@ -179,7 +179,7 @@ def test_write_gives_json_markdown_and_a_real_svg(journal, tmp_path, no_bus):
     journal.write_text("\n".join(upgrade_lines("ecsc-1", T0) + upgrade_lines("ecsc-2", T0 + 8)
                                  + upgrade_lines("ecsc-1", T0, run="another-run")) + "\n")
     ret = rolloutreport.write("upgrade", RUN, ["ecsc-1", "ecsc-2"], pairs=PAIRS,
-                              release="20170220", started=time.time(), keep=5)
+                              release="20170220", started=time.time(), keep=5, detach=False)
     directory = tmp_path / "cache" / "rollout" / "reports"
     assert set(ret) >= {"summary", "reason", "paths"}
     assert all(os.path.dirname(p) == str(directory) for p in ret["paths"].values())
@@ -256,3 +256,16 @@ def test_downtime_of_a_host_cut_before_its_stop_event_and_of_a_resumed_host():
                                  release="20170220", started=T0 + 19, ended=T0 + 27)
     host = report["hosts"]["ecsc-1"]
     assert (host["result"], host["down_s"]) == ("ok", pytest.approx(5.0))
+
+
+def test_the_timeline_is_drawn_by_a_detached_child(journal, tmp_path, no_bus):
+    journal.write_text("\n".join(upgrade_lines("ecsc-1", T0)) + "\n")
+    ret = rolloutreport.write("upgrade", RUN, ["ecsc-1"], release="20170220", started=T0)
+    svg = ret["paths"]["svg"]
+    assert os.path.exists(ret["paths"]["json"]) and os.path.exists(ret["paths"]["md"])
+    deadline = time.monotonic() + 120
+    while not os.path.exists(svg) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ET.parse(svg).getroot().tag == "{http://www.w3.org/2000/svg}svg"
+    # Renamed into place once whole; the drawer's empty error log removed.
+    assert not os.path.exists(svg + ".tmp") and not os.path.exists(svg + ".log")
