@@ -805,8 +805,9 @@ def current(minion_id=None, release=None, pillar=None):
     whose entry does not hold on it is never "on the release", so the run pre-flights it and
     stops before any host is touched, as it would without this survey.
 
-    Returns ``{"id", "release", "on_release": bool, "why": what is not as planned (None when
-    on_release), "code": {"modules/<file>": sha256, ...}}``.
+    Returns ``{"id", "release", "on_release": bool, "healthy": bool (its health URL answers
+    200 now: a rollout's max_unavailable counts hosts that do not), "why": what is not as
+    planned (None when on_release), "code": {"modules/<file>": sha256, ...}}``.
 
     minion_id, release, pillar
         As for :func:`host`.
@@ -819,12 +820,14 @@ def current(minion_id=None, release=None, pillar=None):
         salt ecsc-1 inventory.current release=20170220
     """
     ret = {"id": minion_id or __utils__["rollout_ids.minion_id"](), "release": None,
-           "on_release": False, "why": None, "code": _code_hashes()}
+           "on_release": False, "healthy": False, "why": None, "code": _code_hashes()}
     try:
         resolved = check_host(minion_id, release=release, pillar=pillar)["host"]
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret["why"] = str(exc)
         return ret
+    health = __utils__["rollout_http.get"](resolved["health_url"], timeout=5)
+    ret["healthy"] = health["status"] == 200
     target, svc = resolved["install_dir"], resolved["service"]
     deployed = __salt__["release.status"](target)
     ret["release"] = deployed["release"]
@@ -837,7 +840,6 @@ def current(minion_id=None, release=None, pillar=None):
         ret["why"] = f"{target} came from another archive than sha256 {sha256}"
     else:
         running = __salt__["javaservice.status"](svc, install_dir=target, **resolved["identity"])
-        health = __utils__["rollout_http.get"](resolved["health_url"], timeout=5)
         if not running["running"]:
             ret["why"] = f"{svc} is not running"
         elif running["release"] != resolved["release"]:

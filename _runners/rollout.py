@@ -266,3 +266,72 @@ def _sync(hosts, timeout):
         _cmd(list(changed), "saltutil.refresh_modules", max(timeout, 60),
              arg=[{"async": False, "__kwarg__": True}])
     return changed
+
+
+def _current(hosts, pillar, timeout):
+    """{host: inventory.current's answer} (one job; a host that did not answer is missing)."""
+    kwargs = {"__kwarg__": True, **({"pillar": pillar} if pillar else {})}
+    answers = _cmd(hosts, "inventory.current", timeout, arg=[kwargs])
+    return {host: ret for host, ret in answers.items() if isinstance(ret, dict)}
+
+
+def gate(service, done, hosts, max_fail=1, max_unavailable=1, wave=None, final=False,
+         pillar=None, timeout=10, wait=60):
+    """
+    Between two waves of one service's rollout (orch.upgrade runs it when the service has a
+    rollout policy): count the hosts of the waves done that are not on the release now (they
+    failed and were rolled back, or went quiet) and stop the service's rollout once they reach
+    ``max_fail``; then wait (up to ``wait`` seconds) until the hosts down now plus the next
+    wave are no more than ``max_unavailable`` (down: the health URL does not answer 200, as
+    the availability prober sees it). ``final``: after the last wave, any failed host fails
+    the run (the others are on the release; the exit is non-zero).
+
+    Raises ``CommandExecutionError`` naming the service, the failed or down hosts and the
+    hosts left untouched (still on their release).
+
+    service
+        The service (for messages).
+
+    done
+        The hosts of the waves that ran (a list).
+
+    hosts
+        Every targeted host of the service (a list).
+
+    max_fail, max_unavailable
+        The service's policy (counts).
+
+    wave
+        The hosts of the next wave (a list; none when ``final``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run rollout.gate ecsc done='[ecsc-1, ecsc-2]' hosts='[ecsc-1, ecsc-2, ecsc-3]' max_fail=2 max_unavailable=2 wave='[ecsc-3]'
+    """
+    done, hosts, wave = _hosts(done), _hosts(hosts), list(wave or [])
+    untouched = [host for host in hosts if host not in done]
+    deadline = time.monotonic() + float(wait)
+    while True:
+        now = _current(hosts, pillar, timeout)
+        failed = [host for host in done if not (now.get(host) or {}).get("on_release")]
+        if failed and (final or len(failed) >= int(max_fail)):
+            why = "; ".join(f"{host}: {(now.get(host) or {}).get('why') or 'no answer'}"
+                            for host in failed)
+            left = (f"; not touched, still on their release: {', '.join(untouched)}"
+                    if untouched else "")
+            raise CommandExecutionError(
+                f"{service}: {len(failed)} of {len(done)} upgraded hosts failed "
+                f"(max_fail {max_fail}{'' if not final else ', last wave'}): {why}{left}")
+        down = [host for host in hosts if host not in wave and not (now.get(host) or {}).get(
+            "healthy")]
+        if final or len(down) + len(wave) <= int(max_unavailable):
+            return {"service": service, "failed": failed, "down": down, "next": wave}
+        if time.monotonic() >= deadline:
+            raise CommandExecutionError(
+                f"{service}: {len(down)} hosts down now ({', '.join(down)}) and {len(wave)} in "
+                f"the next wave ({', '.join(wave)}) would exceed max_unavailable "
+                f"{max_unavailable} (waited {wait}s); not touched: {', '.join(untouched)}")
+        log.warning("rollout.gate: %s: waiting for %s to answer health", service, down)
+        time.sleep(POLL_SECONDS)

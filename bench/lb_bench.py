@@ -3,11 +3,12 @@ drain/undrain hooks (issue 11).
 
     .venv/bin/python bench/lb_bench.py [--rate 20]
 
-The lab puts HAProxy in front of every service (lab/balancer.py) and its pillar wires each
-service's `drain`/`undrain` hooks to it. A load client (lab/loadclient.py: steady GETs through
-every service's balancer, loopback only, bounded) runs during the whole upgrade, twice:
-reset to v1 -> `orch.upgrade` (hooks on), then reset -> `orch.upgrade` with the hooks set to
-null on the command line. Printed and written to `.bench/lb.json`: requests (both runs),
+The lab puts HAProxy in front of every service (lab/balancer.py); each service's
+`drain`/`undrain` hooks call its runtime API (`lab/balancer.py drain|undrain <host>`). A load
+client (lab/loadclient.py: steady GETs through every service's balancer, loopback only,
+bounded) runs during the whole upgrade, twice: reset to v1 -> `orch.upgrade` with the hooks
+given for every service on the command line, then reset -> `orch.upgrade` with the hooks set
+to null. Printed and written to `.bench/lb.json`: requests (both runs),
 failed_with_drain, failed_without_drain, and per run the requests and the failures seen.
 Goal: failed_with_drain == 0. Ends with the lab reset to v1.
 """
@@ -25,13 +26,15 @@ from lab import balancer, labctl, loadclient  # noqa: E402  pylint: disable=wron
 OUT = ub.OUT_DIR / "lb.json"
 
 
-def no_hooks_pillar(services):
-    return {"inventory": {"services": {s: {"drain": None, "undrain": None} for s in services}}}
+def hooks_pillar(services, on):
+    """Every service's drain/undrain hooks: the lab balancer's commands, or null (none)."""
+    hooks = {verb: balancer.hook(verb) if on else None for verb in ("drain", "undrain")}
+    return {"inventory": {"services": {s: dict(hooks) for s in services}}}
 
 
 def one_run(rate, hooks):
     services = list(balancer.services())
-    extra = [] if hooks else [f"pillar={json.dumps(no_hooks_pillar(services))}"]
+    extra = [f"pillar={json.dumps(hooks_pillar(services, hooks))}"]
     with ub.lab_lock(f"orch.upgrade under load, hooks {'on' if hooks else 'off'}"):
         ub.reset()
         balancer.up()

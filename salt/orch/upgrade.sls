@@ -113,9 +113,8 @@ def run():
     work = [host for host in hosts if host not in survey["current"]]
     idle = [host for host in work if host not in survey["silent"] + list(survey["busy"])]
     release = passthrough.get("release", {}).get("id")
-    idle_steps = {f"upgrade-{host}" for host in hosts if host not in work}
-    if not work:
-        idle_steps.add("preflight")
+    # Steps with nothing to do (test.configurable_test_state): requisites name them by "test".
+    idle_steps = set() if work else {"preflight"}
 
     owner = uuid.uuid4().hex  # names this run's lock; rendering takes none
     started = time.time()
@@ -137,32 +136,66 @@ def run():
     else:
         states["preflight"] = _nothing_to_do(f"every targeted host is already on {release}",
                                              [{"salt": "rollout-lock"}])
-    # Not parallel: steps run one at a time in the order written here, the runbook's order.
-    # A host after the first of its pair runs only if the one before it passed. failhard
-    # stops the whole run at the first failed host: one at a time, each host requires every
-    # host before it; in parallel, no pair goes on to its next host unless every pair's first
-    # host passed.
-    first_hosts = [f"upgrade-{pair['hosts'][0]}" for pair in plan]
+    # Each service goes in waves (its rollout policy, inventory.plan: the runbook's pairs are
+    # one host per wave, host 1 then host 2). Not parallel: steps run one at a time in the
+    # order written here, the runbook's order. A wave runs only if the one before it passed.
+    # failhard stops the whole run at the first failed host: one at a time, each wave requires
+    # every wave before it; in parallel, no service goes on to its next wave unless every
+    # service's first wave passed.
+    def wave_id(pair, index, wave):
+        return f"upgrade-{wave[0]}" if len(wave) == 1 else f"upgrade-{pair['service']}-wave-{index + 1}"
+
+    first_waves = [wave_id(pair, 0, pair["waves"][0]) for pair in plan]
     done = []
     for pair in plan:
-        before = None
-        for host in pair["hosts"]:
-            sid = f"upgrade-{host}"
+        policy = pair["policy"]
+        # A policy beyond the runbook's pairs (batches, a canary, failures tolerated) is
+        # enforced between waves by a gate (runner rollout.gate): failed hosts against
+        # max_fail, hosts down now (health) against max_unavailable; the last gate fails the
+        # run if any host failed. The runbook's pairs need none: a failed host fails its step.
+        gated = (policy["max_fail"] > 1 or policy["canary"] > 0
+                 or any(len(wave) > 1 for wave in pair["waves"]))
+        service_work = [host for host in pair["hosts"] if host in work]
+        before, upgraded = None, []
+        for index, wave in enumerate(pair["waves"]):
+            sid = wave_id(pair, index, wave)
             requires = ["preflight"] + ([before] if before else [])
             if failhard:
-                requires += done if not parallel else (first_hosts if before else [])
-            if host in work:
+                requires += done if not parallel else (first_waves if before else [])
+            wave_work = [host for host in wave if host in work]
+            if wave_work:
                 extra = {"expect_minions": True, "require": _req(requires, idle_steps)}
+                if policy["max_fail"] > 1:
+                    # Failed hosts within max_fail do not fail the step: the gate counts them.
+                    extra["allow_fail"] = policy["max_fail"] - 1
                 if parallel:
                     extra["parallel"] = True
-                states[sid] = _step("release.upgrade", host, passthrough, **extra)
+                wave_pillar = passthrough
+                if index == 0 and policy["canary"] and policy["soak"]:
+                    wave_pillar = {**passthrough, "rollout_soak": policy["soak"]}
+                tgt = wave_work[0] if len(wave_work) == 1 else wave_work
+                states[sid] = _step("release.upgrade", tgt, wave_pillar, **extra)
             else:
+                idle_steps.add(sid)
                 states[sid] = _nothing_to_do(
-                    f"{host}: already on {release} (deployed record intact, its JVM started "
-                    "after the deploy, health answers 200): not touched", _req(requires, idle_steps),
-                    parallel=parallel)
+                    f"{', '.join(wave)}: already on {release} (deployed record intact, its JVM "
+                    "started after the deploy, health answers 200): not touched",
+                    _req(requires, idle_steps), parallel=parallel)
             before = sid
             done.append(sid)
+            upgraded = upgraded + wave  # a new list: each gate keeps its own
+            last = index == len(pair["waves"]) - 1
+            if gated and service_work and (wave_work or last):
+                gid = f"gate-{pair['service']}-{index + 1}"
+                states[gid] = _runner(
+                    "rollout.gate", service=pair["service"], done=upgraded,
+                    hosts=pair["hosts"], max_fail=policy["max_fail"],
+                    max_unavailable=policy["max_unavailable"],
+                    wave=[] if last else pair["waves"][index + 1], final=last,
+                    pillar=passthrough, require=_req([sid], idle_steps),
+                    **({"parallel": True} if parallel else {}))
+                before = gid
+                done.append(gid)
     # The run report, after every step passed or after a failure (never when this run did
     # not take the lock); the unlock below also follows a report that failed.
     steps = _req([sid for sid in states if sid != "rollout-lock"], idle_steps)

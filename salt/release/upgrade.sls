@@ -102,7 +102,8 @@ def run():
         {"ready": host["ready"]}, {"fatal": host["fatal"]}, {"url": host["health_url"]},
         {"timeout": host["ready_timeout"]},
         # A JVM that dies right after it became ready (crash loop) is caught here, not later.
-        {"settle": host["settle"]},
+        # A canary's settle time is its soak (orch.upgrade passes rollout_soak to it only).
+        {"settle": max(host["settle"], __pillar__.get("rollout_soak") or 0)},
         {"require": [staged, swapped]},
     ] + identity}
     states["event-ready"] = event("ready", onchanges=[{"javaservice": "ready"}])

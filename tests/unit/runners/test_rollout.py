@@ -260,3 +260,80 @@ def test_render_keeps_every_step_after_the_hosts_parallel_in_a_parallel_run():
     states, _ = _render_upgrade(_survey_of(), {"parallel": False})
     assert not any({"parallel": True} in args for step in states.values()
                    for args in step.values())
+
+
+def _args(step):
+    (fun, args), = step.items()
+    return fun, dict(kv for item in args for kv in item.items())
+
+
+def test_render_of_a_batched_service_gives_one_job_per_wave_and_gates_between():
+    """ecsc with a third host, batch 2, max_fail 2 and a canary soaking 30 s: the canary alone
+    (with the soak in its pillar), then both others in one job, a gate after each wave, the
+    last one final; the other services keep their pairs and no gate."""
+    import yaml
+
+    inventory = yaml.safe_load((REPO_ROOT / "pillar" / "inventory.sls").read_text())["inventory"]
+    ecsc = inventory["services"]["ecsc"]
+    ecsc["hosts"]["ecsc-3"] = {"address": "25.0.3.99"}
+    ecsc.update({"batch": 2, "max_fail": 2, "canary": 1, "soak": 30})
+    inventory["order"].append("ecsc-3")
+    states, _ = _render_upgrade(_survey_of(), {"inventory": inventory})
+    fun, canary = _args(states["upgrade-ecsc-1"])
+    assert fun == "salt.state" and canary["tgt"] == "ecsc-1" and canary["allow_fail"] == 1
+    assert canary["pillar"]["rollout_soak"] == 30
+    fun, gate = _args(states["gate-ecsc-1"])
+    assert fun == "salt.runner" and gate["name"] == "rollout.gate"
+    assert (gate["done"], gate["wave"], gate["final"]) == (["ecsc-1"], ["ecsc-2", "ecsc-3"], False)
+    assert gate["max_unavailable"] == 2
+    fun, batch = _args(states["upgrade-ecsc-wave-2"])
+    assert batch["tgt"] == ["ecsc-2", "ecsc-3"] and batch["tgt_type"] == "list"
+    assert {"salt": "gate-ecsc-1"} in batch["require"] and "rollout_soak" not in batch["pillar"]
+    fun, last = _args(states["gate-ecsc-2"])
+    assert last["final"] is True and last["done"] == ["ecsc-1", "ecsc-2", "ecsc-3"]
+    assert not any(sid.startswith("gate-ecmc") for sid in states)
+    fun, ecmc2 = _args(states["upgrade-ecmc-2"])
+    assert {"salt": "upgrade-ecmc-1"} in ecmc2["require"] and "allow_fail" not in ecmc2
+
+
+# ---------------------------------------------------------------- rollout.gate (waves)
+
+
+def _answers(on_release=(), healthy=()):
+    def fake_cmd(hosts, fun, timeout, arg=()):
+        assert fun == "inventory.current"
+        return {h: {"on_release": h in on_release, "healthy": h in healthy,
+                    "why": None if h in on_release else f"{h} is on 20161201"} for h in hosts}
+    return fake_cmd
+
+
+def test_gate_passes_within_max_fail_and_stops_the_service_at_it(monkeypatch):
+    from tests.conftest import load_repo_module
+
+    rollout = load_repo_module("runners", "rollout")
+    hosts = ["ecsc-1", "ecsc-2", "ecsc-3", "ecsc-4"]
+    monkeypatch.setattr(rollout, "_cmd", _answers(on_release=["ecsc-1"], healthy=hosts))
+    ret = rollout.gate("ecsc", ["ecsc-1", "ecsc-2"], hosts, max_fail=2, max_unavailable=2,
+                       wave=["ecsc-3", "ecsc-4"])
+    assert ret["failed"] == ["ecsc-2"]
+    with pytest.raises(CommandExecutionError, match=r"ecsc: 1 of 2 upgraded hosts failed .*"
+                       r"ecsc-2: ecsc-2 is on 20161201; not touched, still on their release: "
+                       r"ecsc-3, ecsc-4"):
+        rollout.gate("ecsc", ["ecsc-1", "ecsc-2"], hosts, max_fail=1, max_unavailable=2,
+                     wave=["ecsc-3", "ecsc-4"])
+    with pytest.raises(CommandExecutionError, match="last wave"):
+        rollout.gate("ecsc", hosts, hosts, max_fail=3, final=True)
+
+
+def test_gate_waits_for_hosts_down_then_refuses_to_exceed_max_unavailable(monkeypatch):
+    from tests.conftest import load_repo_module
+
+    rollout = load_repo_module("runners", "rollout")
+    hosts = ["ecsc-1", "ecsc-2", "ecsc-3"]
+    monkeypatch.setattr(rollout, "POLL_SECONDS", 0.01)
+    monkeypatch.setattr(rollout, "_cmd", _answers(on_release=["ecsc-1"],
+                                                  healthy=["ecsc-1", "ecsc-3"]))
+    with pytest.raises(CommandExecutionError, match=r"1 hosts down now \(ecsc-2\) and 1 in the "
+                       r"next wave \(ecsc-3\) would exceed max_unavailable 1"):
+        rollout.gate("ecsc", ["ecsc-1"], hosts, max_fail=2, max_unavailable=1,
+                     wave=["ecsc-3"], wait=0.05)
