@@ -87,13 +87,8 @@ def drain(minion_id=None, pillar=None):
     """
     Run the service's drain hook for this host: the load balancer sends it no new request
     (the hook returns once the host's requests in flight ended, or fails). Returns
-    ``{"host", "hook", "seconds"}`` (``hook`` None: the service has no drain hook).
-
-    minion_id
-        The host (default: this minion).
-
-    pillar
-        Use this pillar instead of the minion's.
+    ``{"host", "hook", "seconds"}`` (``hook`` None: the service has no drain hook);
+    ``minion_id`` and ``pillar`` as for :func:`hook`.
 
     CLI Example:
 
@@ -107,13 +102,8 @@ def drain(minion_id=None, pillar=None):
 def undrain(minion_id=None, pillar=None):
     """
     Run the service's undrain hook for this host: back in the load balancer's rotation.
-    Returns ``{"host", "hook", "seconds"}`` (``hook`` None: the service has no undrain hook).
-
-    minion_id
-        The host (default: this minion).
-
-    pillar
-        Use this pillar instead of the minion's.
+    Returns ``{"host", "hook", "seconds"}`` (``hook`` None: the service has no undrain hook);
+    ``minion_id`` and ``pillar`` as for :func:`hook`.
 
     CLI Example:
 
