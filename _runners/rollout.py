@@ -190,7 +190,9 @@ def answering(hosts, command="orch.upgrade", timeout=10, wait=600, sync=None, ch
                 f"cannot ask the minions whether they answer (is the salt-master running?): "
                 f"{exc}; no host was touched"
             ) from exc
-        silent = [host for host in ask if host not in running]
+        # LocalClient.cmd gives a minion that did not return a "Minion did not return"
+        # string; saltutil.running answers a list.
+        silent = [host for host in ask if not isinstance(running.get(host), list)]
         if silent:
             raise _silent_error(hosts, silent, command, timeout)
         busy = {host: jobs for host, jobs in

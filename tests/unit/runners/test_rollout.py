@@ -84,6 +84,17 @@ def test_a_silent_minion_is_named_with_the_command_for_the_others():
     assert json.loads(argv[3].split("=", 1)[1]) == {"hosts": ["ecsc-1", "ecsc-2", "ecmc-2"]}
 
 
+def test_a_minion_salt_reports_as_not_returned_is_silent_too():
+    """LocalClient.cmd fills a minion that did not return with a string (seen on the lab with
+    a stopped minion): it is silent, not an answer with no jobs."""
+    jobs = Jobs(**{"saltutil.running": lambda h: "Minion did not return. [No response]"
+                   if h == "ecmc-1" else []})
+    with patch.object(rollout, "_cmd", jobs):
+        with pytest.raises(CommandExecutionError, match="ecmc-1: the minion did not answer"):
+            rollout.answering(HOSTS, sync=True)
+    assert [fun for _, fun, _ in jobs.calls] == ["saltutil.running"]  # no sync was tried
+
+
 def test_no_minion_answers():
     with patch.object(rollout, "_cmd", Jobs(**{"saltutil.running": lambda h: None})):
         with pytest.raises(CommandExecutionError, match="no targeted minion answers"):
