@@ -159,13 +159,13 @@ def main(argv=None):
     try:
         for size in args.sizes:
             with ub.lab_lock(f"lab of {size} hosts"):
-                ub._quiet(lambda _: labctl.up(argparse.Namespace(hosts=size)))  # pylint: disable=protected-access
+                ub.quiet(lambda _: labctl.up(argparse.Namespace(hosts=size)))
             for batch in args.batches:
                 runs.append(one_run(size, batch))
                 print(table(runs[-1:]).splitlines()[-1], flush=True)
     finally:
         with ub.lab_lock("lab back to eight hosts"):
-            ub._quiet(lambda _: labctl.up(argparse.Namespace(hosts=None)))  # pylint: disable=protected-access
+            ub.quiet(lambda _: labctl.up(argparse.Namespace(hosts=None)))
             ub.reset()
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text(json.dumps(runs, indent=2) + "\n")

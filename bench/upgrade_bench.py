@@ -88,10 +88,11 @@ def must(seconds_proc, what):
 
 def reset():
     """Every lab host back to v1 (make lab-reset), its chatter kept off the table."""
-    _quiet(labctl.reset)
+    quiet(labctl.reset)
 
 
-def _quiet(func):
+def quiet(func):
+    """Call ``func(None)`` (a labctl command: args None) with its stdout thrown away."""
     with open(os.devnull, "w", encoding="utf-8") as devnull, contextlib.redirect_stdout(devnull):
         func(None)
 
@@ -203,7 +204,7 @@ def format_profile(prof):
 
 def fast_round(figures, detail, keep_json, last):
     with lab_lock("fast round"):
-        _quiet(labctl.up)  # idempotent: starts whatever of the lab is not running
+        quiet(labctl.up)  # idempotent: starts whatever of the lab is not running
         reset()
         with Prober() as probe:
             up_s, up = must(orchestrate("orch.upgrade"), "orch.upgrade")
