@@ -81,6 +81,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import stat
 import tarfile
 
@@ -461,6 +462,75 @@ def verify(archive, sha256, top=None, target=None):
         top = paths["name"]
     with _open_archive(archive) as fh:
         return _verify_fh(fh, archive, sha256, top, paths)
+
+
+def fetch(source):
+    """
+    The local path of the release archive ``source`` (a local path or any URL
+    ``cp.cache_file`` understands, e.g. ``salt://releases/<release>/<svc>.tar``), fetched into
+    the minion's file cache. Raises ``CommandExecutionError`` naming the source.
+
+    source
+        Where the archive is (the pillar's ``release:source``, filled in).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ecsc-1 release.fetch salt://releases/20170220/ecsc.tar
+    """
+    try:
+        cached = __salt__["cp.cache_file"](source)
+    except (CommandExecutionError, SaltInvocationError, OSError) as exc:
+        raise _cee(f"could not fetch release archive {source}: {exc}") from exc
+    if not cached or not os.path.isfile(cached):
+        raise _cee(f"could not fetch release archive {source}")
+    return cached
+
+
+def _tree_bytes(path):
+    if not os.path.isdir(path):
+        return 0
+    return _tree("walk")(path).nbytes
+
+
+def preflight(target, source, sha256, margin=1.1):
+    """
+    Pre-flight of an upgrade of ``target``, read-only: the archive ``source`` can be fetched
+    (it stays in the minion's file cache, where the upgrade takes it from) and verifies (see
+    :func:`verify`), and the filesystem of ``target`` has room for the backup and the staging
+    copy (``margin`` times their size). Raises ``CommandExecutionError`` naming the archive
+    member, the sum or the free space that does not do. Returns :func:`verify`'s summary with
+    ``free`` and ``need`` (bytes) and a ``comment``.
+
+    target
+        Absolute path of the program directory.
+
+    source
+        The release archive (see :func:`fetch`).
+
+    sha256
+        Expected sha256 of the archive.
+
+    margin
+        Room needed, as a multiple of the backup's and the staging's size (default 1.1).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ecsc-1 release.preflight /home/ecsc salt://releases/20170220/ecsc.tar 3a7b...e1
+    """
+    summary = verify(fetch(source), sha256, target=target)
+    parent = os.path.dirname(os.path.normpath(target))
+    need = int((summary["bytes"] + _tree_bytes(target)) * float(margin))
+    free = shutil.disk_usage(parent).free
+    if free < need:
+        raise _cee(f"{parent} has {free} bytes free, the backup of {target} and the staging of "
+                   f"{source} need {need}")
+    return {**summary, "free": free, "need": need, "comment": (
+        f"{source} verified ({summary['members']} members, sha256 {summary['sha256'][:12]}...);"
+        f" {free // 2**20} MiB free for {need // 2**20} MiB of backup + staging")}
 
 
 def stage(archive, target, sha256, release, keep=None):

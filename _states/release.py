@@ -26,7 +26,6 @@ reports no changes, which is what lets the upgrade skip stop/start on a second r
 import logging
 import os
 import shlex
-import shutil
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -55,17 +54,7 @@ def _fetch(source):
     """
     Local path of ``source`` (a local path or any URL cp.cache_file understands).
     """
-    try:
-        cached = __salt__["cp.cache_file"](source)
-    except (CommandExecutionError, SaltInvocationError, OSError) as exc:
-        raise CommandExecutionError(
-            f"release on minion {_minion_id()}: could not fetch release archive {source}: {exc}"
-        ) from exc
-    if not cached or not os.path.isfile(cached):
-        raise CommandExecutionError(
-            f"release on minion {_minion_id()}: could not fetch release archive {source}"
-        )
-    return cached
+    return __salt__["release.fetch"](source)
 
 
 def _on_release(name, release, sha256):
@@ -395,12 +384,6 @@ def resumed(name, release, service=None, identity=None):
     return ret
 
 
-def _tree_bytes(path):
-    if not os.path.isdir(path):
-        return 0
-    return __utils__["rollout_tree.walk"](path).nbytes
-
-
 def verified(name, source, sha256, margin=1.1):
     """
     Pre-flight, read-only (it also runs under ``test=True``): the archive for the program
@@ -419,25 +402,12 @@ def verified(name, source, sha256, margin=1.1):
     """
     ret = {"name": name, "changes": {}, "result": False, "comment": ""}
     try:
-        cached = _fetch(source)
-        summary = __salt__["release.verify"](cached, sha256, target=name)
-        parent = os.path.dirname(os.path.normpath(name))
-        need = int((summary["bytes"] + _tree_bytes(name)) * float(margin))
-        free = shutil.disk_usage(parent).free
+        checked = __salt__["release.preflight"](name, source, sha256, margin=margin)
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret["comment"] = str(exc)
         return ret
-    if free < need:
-        ret["comment"] = (
-            f"release on minion {_minion_id()}: {parent} has {free} bytes free, the backup of "
-            f"{name} and the staging of {source} need {need}"
-        )
-        return ret
     ret["result"] = True
-    ret["comment"] = (
-        f"{source} verified ({summary['members']} members, sha256 {summary['sha256'][:12]}...);"
-        f" {free // 2**20} MiB free for {need // 2**20} MiB of backup + staging"
-    )
+    ret["comment"] = checked["comment"]
     return ret
 
 
