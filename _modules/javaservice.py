@@ -140,6 +140,7 @@ _RESET_SIGNALS = (
 )
 _KILL_WAIT = 10.0  # seconds a process gets to disappear after SIGKILL
 _THREAD_DUMP_WAIT = 1.0  # seconds the JVM gets to print its thread dump after SIGQUIT
+_GONE_POLL = 0.01  # seconds between looks at a signalled JVM's pids
 
 # java launcher options that take their value as the next argument
 _OPTS_WITH_VALUE = frozenset(
@@ -379,35 +380,47 @@ def _is_inside(path, directory):
 
 def _snapshot(proc):
     """
-    What we need to know about one process, or None if it is gone. Only processes called
-    ``java`` (executable or name) get more than ``pid``/``java``/``what``: the candidates that
-    are then judged (a real JVM or a stranger).
+    What we need to know about one process, or None if it is gone. Every snapshot has
+    ``pid``/``java``/``zombie``/``what``, the ``proc`` itself, its session id ``sid`` and
+    ``create_time`` (so one scan also tells which processes a start's session holds). Only
+    processes called ``java`` (executable or name) get more: the candidates that are then
+    judged (a real JVM or a stranger). One read of /proc per file (psutil's oneshot): a scan
+    runs while the service is down.
     """
     try:
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return {"pid": proc.pid, "java": False, "zombie": True, "what": "zombie"}
-        try:
-            exe = proc.exe()
-        except psutil.AccessDenied:
-            exe = ""
-        name = proc.name()
-        is_java = os.path.basename(exe) == "java" or name == "java"
-        info = {"pid": proc.pid, "java": is_java, "zombie": False, "what": exe or name}
-        if is_java:
-            info["proc"] = proc
-            info["exe"] = exe
-            info["cmdline"] = list(proc.cmdline())
-            info["create_time"] = proc.create_time()
-            info["uid"] = proc.uids().real
+        with proc.oneshot():
+            info = {"pid": proc.pid, "proc": proc, "sid": _sid(proc.pid),
+                    "create_time": proc.create_time()}
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return dict(info, java=False, zombie=True, what="zombie")
             try:
-                info["cwd"] = proc.cwd()
+                exe = proc.exe()
             except psutil.AccessDenied:
-                info["cwd"] = None
-        return info
+                exe = ""
+            name = proc.name()
+            is_java = os.path.basename(exe) == "java" or name == "java"
+            info.update(java=is_java, zombie=False, what=exe or name)
+            if is_java:
+                info["exe"] = exe
+                info["cmdline"] = list(proc.cmdline())
+                info["uid"] = proc.uids().real
+                try:
+                    info["cwd"] = proc.cwd()
+                except psutil.AccessDenied:
+                    info["cwd"] = None
+            return info
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return None
     except psutil.AccessDenied:
-        return {"pid": proc.pid, "java": False, "zombie": False, "what": "access denied"}
+        return {"pid": proc.pid, "proc": proc, "sid": _sid(proc.pid), "create_time": None,
+                "java": False, "zombie": False, "what": "access denied"}
+
+
+def _sid(pid):
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
 
 
 def _java_home(exe):
@@ -544,12 +557,14 @@ def _check_pidfile(path, scan, matched_pids):
     return report
 
 
-def _survey(ident):
-    """Return (matching snapshots, strangers, pid file report or None), sorted by pid.
+def _survey(ident, scan=None):
+    """Return (matching snapshots, strangers, pid file report or None), sorted by pid, from
+    ``scan`` (a :func:`_scan` just made; default: a new one).
 
     A stranger is ``{"pid", "user", "cmdline", "why"}``: a java process that looks like the
     service (names its directory, runs from it, has its catalina.base) but is not it."""
-    scan = _scan()
+    if scan is None:
+        scan = _scan()
     matched, strangers = [], []
     for info in sorted(scan.values(), key=lambda i: i["pid"]):
         verdict = _judge(info, ident)
@@ -623,11 +638,14 @@ def _wait_gone(procs, timeout):
     deadline = time.monotonic() + timeout
     alive = list(procs)
     while True:
-        alive = [p for p in alive if not _is_gone(p)]
+        alive = _still_running(alive)
         remaining = deadline - time.monotonic()
         if not alive or remaining <= 0:
             return alive
-        _, alive = psutil.wait_procs(alive, timeout=min(0.2, remaining))
+        # Polled, not psutil.wait_procs: the JVM is not our child (no waitpid), and a zombie
+        # that init has not reaped yet would hold wait_procs for its whole timeout. The
+        # service is down from the signal on, so each look later is downtime.
+        time.sleep(min(_GONE_POLL, remaining))
 
 
 def _iso(timestamp):
@@ -701,8 +719,9 @@ def _http_status(url, timeout):
     return ret["status"], ret["error"]
 
 
-def _session_procs(launcher_pid, started_at, launcher_created=None):
-    """Live processes of the session ``start`` created (launcher, its children, the JVM).
+def _session_procs(launcher_pid, started_at, launcher_created=None, scan=None):
+    """Live processes of the session ``start`` created (launcher, its children, the JVM),
+    from ``scan`` (a :func:`_scan` just made; default: a new one).
 
     A pid is reused once its process is gone: if a process now holds the launcher's pid but
     was created at another time (``launcher_created``, else ``started_at``), the session is
@@ -722,17 +741,15 @@ def _session_procs(launcher_pid, started_at, launcher_created=None):
     elif holder_created is not None and started_at:
         if abs(holder_created - started_at) > 2:
             return found
-    for proc in _fresh_processes():
-        try:
-            if os.getsid(proc.pid) != launcher_pid:
-                continue
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                continue
-            if started_at and proc.create_time() < started_at - 2:
-                continue
-            found.append(proc)
-        except (OSError, psutil.Error):
+    if scan is None:
+        scan = _scan()
+    for info in sorted(scan.values(), key=lambda i: i["pid"]):
+        if info.get("sid") != launcher_pid or info.get("zombie"):
             continue
+        created = info.get("create_time")
+        if started_at and created is not None and created < started_at - 2:
+            continue
+        found.append(info["proc"])
     return found
 
 
@@ -743,16 +760,26 @@ def _describe(proc):
         return f"pid {proc.pid}"
 
 
-def _launcher_alive(saved):
-    """True while any process of the session ``start`` created is alive (the JVM is coming)."""
-    return bool(_start_session(saved))
-
-
-def _start_session(saved):
+def _start_session(saved, scan=None):
     """_session_procs of the start recorded in ``saved`` (the offsets file)."""
     return _session_procs(
-        saved.get("launcher_pid"), saved.get("started_at"), saved.get("launcher_created")
+        saved.get("launcher_pid"), saved.get("started_at"), saved.get("launcher_created"), scan
     )
+
+
+def _locate(ident, saved):
+    """One process scan while waiting for a started JVM: (the service's JVM processes, True
+    when none runs yet but a process of the start's session - ``saved`` - still lives)."""
+    scan = _scan()
+    matched, _, _ = _survey(ident, scan)
+    procs = [info["proc"] for info in matched]
+    return procs, (not procs and bool(_start_session(saved, scan)))
+
+
+def _still_running(procs):
+    """Those of ``procs`` still alive: a look at each known pid, no scan of every process
+    (psutil compares start times, so a reused pid is not taken for the JVM)."""
+    return [proc for proc in procs if not _is_gone(proc)]
 
 
 def _spawn_detached(argv, cwd, env, output, user):
@@ -1085,7 +1112,8 @@ def stop(name, signal="TERM", timeout=30, thread_dump=False, **identity):
     return ret
 
 
-def start(name, command, cwd=None, env=None, logs=None, output=None, runas=None, **identity):
+def start(name, command, cwd=None, env=None, logs=None, output=None, runas=None,
+          running_ok=False, **identity):
     """
     Start the service detached - new session, stdin from /dev/null, stdout/stderr appended to
     ``output``, other descriptors closed, double-forked so the launcher is never the minion's
@@ -1095,9 +1123,11 @@ def start(name, command, cwd=None, env=None, logs=None, output=None, runas=None,
     Before launching, records the byte size of each of ``logs`` (a missing file counts as 0) and
     keeps it, with the launcher pid, in ``<cachedir>/javaservice/<name>.json`` for
     :func:`wait_ready`. Returns ``{"name", "offsets": {path: int}, "command", "cwd", "output",
-    "launcher_pid"}``.
+    "launcher_pid", "running": False, "strangers"}`` (``strangers``: see :func:`status`). One
+    scan of the processes serves both checks below: it runs while the service is down.
 
-    Raises CommandExecutionError if the service is already running, or a previous start's
+    Raises CommandExecutionError if the service is already running (unless ``running_ok``),
+    or a previous start's
     processes (its session) are still alive without a JVM yet (no second JVM either way; a
     process that merely got the old launcher's pid later does not count), if ``cwd`` is not a
     directory, if ``output`` is refused or if the command cannot be executed.
@@ -1128,6 +1158,11 @@ def start(name, command, cwd=None, env=None, logs=None, output=None, runas=None,
     runas
         User to run as (root only); HOME/USER/LOGNAME are set for it.
 
+    running_ok : False
+        True: a service that already runs is not an error; nothing is started and the return
+        is ``{"name", "running": True, "pids", "strangers"}`` (``javaservice.running`` uses
+        this: one scan instead of a status and then a start).
+
     catalina_base / app_dir / main / user / pidfile
         The identity, see :func:`pids`.
 
@@ -1154,6 +1189,11 @@ def start(name, command, cwd=None, env=None, logs=None, output=None, runas=None,
         raise SaltInvocationError(f"env must be a dict, got {env!r}")
     logs = _abs_paths(logs, "logs")
     output = _abs_paths(output, "output")[0] if output else os.devnull
+    scan = _scan()
+    matched, strangers, _ = _survey(ident, scan)
+    if matched and running_ok:
+        return {"name": name, "running": True, "pids": [i["pid"] for i in matched],
+                "strangers": strangers}
     cwd = cwd or ident["given"]
     if not os.path.isdir(cwd):
         raise CommandExecutionError(
@@ -1162,14 +1202,13 @@ def start(name, command, cwd=None, env=None, logs=None, output=None, runas=None,
         )
     user, user_env = _user(runas)
 
-    matched, _ = _find(ident)
     if matched:
         raise CommandExecutionError(
             f"{__utils__['rollout_ids.minion_id']()}: {name} is already running (pid(s) "
             f"{', '.join(str(i['pid']) for i in matched)}); not starting a second JVM"
         )
     previous = _read_state(name)
-    starting = _start_session(previous)
+    starting = _start_session(previous, scan)
     if starting:
         raise CommandExecutionError(
             f"{__utils__['rollout_ids.minion_id']()}: {name}: the previous start (launcher pid "
@@ -1216,6 +1255,8 @@ def start(name, command, cwd=None, env=None, logs=None, output=None, runas=None,
         "cwd": cwd,
         "output": output,
         "launcher_pid": launcher,
+        "running": False,
+        "strangers": strangers,
     }
 
 
@@ -1319,6 +1360,8 @@ class _ReadyGate:
         self.http_status = self.http_error = None
         self.http_checked = False
         self.pids = []
+        self.procs = []  # the JVM's psutil.Process objects, once found
+        self.starting = False  # no JVM yet, but the start's session lives (last scan)
         self.began = time.monotonic()
         self.ready_at = None
 
@@ -1443,12 +1486,20 @@ class _ReadyGate:
                             self.matched[key] = {"log": path, "line": line[:2000]}
 
     def _jvm_pids(self):
-        return [info["pid"] for info in _find(self.poll_ident)[0]]
+        """Pids of the service's JVM now. Until it is found, each look is one scan of every
+        process (which also tells whether the start's session still lives); from then on
+        only its own pids are looked at: that it lives on is what counts, and a scan costs
+        tens of milliseconds of CPU while the JVM starts."""
+        if self.procs:
+            self.procs = _still_running(self.procs)
+        else:
+            self.procs, self.starting = _locate(self.poll_ident, self.saved)
+        return [proc.pid for proc in self.procs]
 
     def _check_start_alive(self, absent_since):
         """No JVM yet: fine while the start command lives; else fail after START_GRACE.
         Returns the new ``absent_since``."""
-        if _launcher_alive(self.saved):
+        if self.starting:
             return None
         if absent_since is None:
             # A process caught mid-exec (catalina.sh's child becoming java) can be missing

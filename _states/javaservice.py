@@ -131,14 +131,22 @@ def running(
     """
     ret = {"name": name, "changes": {}, "result": False, "comment": ""}
     try:
-        status = __salt__["javaservice.status"](name, **identity)
-        strangers = _strangers_note(status.get("strangers"))
         all_logs = []
         for path in _as_list(logs) + _pattern_logs(ready, fatal):
             if path not in all_logs:
                 all_logs.append(path)
+        if __opts__["test"]:
+            status = __salt__["javaservice.status"](name, **identity)
+        else:
+            # Right after a stop this runs while the service is down: one process scan both
+            # finds a JVM that already runs and, when none does, starts it.
+            status = __salt__["javaservice.start"](
+                name, start, cwd=cwd, env=env, logs=all_logs, output=output, runas=runas,
+                running_ok=True, **identity
+            )
+        strangers = _strangers_note(status.get("strangers"))
 
-        if status["pids"]:
+        if status.get("pids"):
             ret.update(_already_running(name, status["pids"], all_logs, url, timeout, identity))
             ret["comment"] += strangers
             return ret
@@ -160,9 +168,7 @@ def running(
             )
             return ret
 
-        started = __salt__["javaservice.start"](
-            name, start, cwd=cwd, env=env, logs=all_logs, output=output, runas=runas, **identity
-        )
+        started = status
         try:
             result = __salt__["javaservice.wait_ready"](
                 name,

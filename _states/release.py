@@ -59,15 +59,22 @@ def _fetch(source):
 
 def _on_release(name, release, sha256):
     """
-    (current deployed() report, True when ``name`` already runs ``release`` intact).
+    (the release the deployed record of ``name`` names or None, True when ``name`` already
+    runs ``release`` intact). The tree is re-hashed only when its record names ``release``
+    (of that archive): a record of another release says no at once, and the swap that
+    follows runs while the service is down.
     """
+    record = __salt__["release.read_record"](name) or {}
+    if record.get("release") != release or (
+            sha256 is not None and (record.get("archive_sha256") or "") != str(sha256).lower()):
+        return record.get("release"), False
     current = __salt__["release.status"](name)
     same = (
         current["release"] == release
         and current["intact"] is True
         and (sha256 is None or (current["archive_sha256"] or "") == str(sha256).lower())
     )
-    return current, same
+    return current["release"], same
 
 
 def _usable_staging(name, release, sha256):
@@ -189,12 +196,11 @@ def deployed(name, release, source=None, sha256=None, keep=None, backup=None):
     release = _norm_release(release)
     held_text = ""
     try:
-        current, same = _on_release(name, release, sha256)
+        old, same = _on_release(name, release, sha256)
         if same:
             ret["result"] = True
             ret["comment"] = f"{name} is already on {release}"
             return ret
-        old = current["release"]
         old_text = f"now on {old}" if old else "no recorded release"
         info, usable = _usable_staging(name, release, sha256)
         if usable:

@@ -3,6 +3,7 @@ psutil.Process, a fake Java home that passes the real-JVM check, and the loader 
 
 import atexit
 import collections
+import contextlib
 import os
 import pathlib
 import shutil
@@ -107,6 +108,10 @@ class FakeProc:
 
     def is_running(self):
         return not self.dead
+
+    @contextlib.contextmanager
+    def oneshot(self):
+        yield
 
     def send_signal(self, sig):
         self._check()

@@ -18,6 +18,7 @@ from tests.unit.javaservice_fakes import (  # noqa: F401 (fixtures)
     FakeProc,
     configure_loader_modules,
     javaservice,
+    javaservice_state,
     procs,
     tomcat,
 )
@@ -299,9 +300,21 @@ def test_tail(tmp_path):
 
 @pytest.fixture
 def jvm_up():
-    """wait_ready sees a running JVM (pid 4242) for the identity."""
-    with patch.object(javaservice, "_find", return_value=([{"pid": 4242}], None)):
+    """wait_ready finds a running JVM (pid 4242) for the identity."""
+    with patch.object(javaservice, "_locate", return_value=([FakeProc(4242, [JAVA])], False)):
         yield
+
+
+class DiesAfter(FakeProc):
+    """A JVM that is alive for its first ``looks`` looks at its pid, then gone."""
+
+    def __init__(self, pid, looks):
+        super().__init__(pid, [JAVA])
+        self.looks = looks
+
+    def is_running(self):
+        self.looks -= 1
+        return self.looks >= 0
 
 
 def _seed(path, text):
@@ -378,8 +391,7 @@ def test_wait_ready_needs_offsets(jvm_up, tmp_path):
 def test_wait_ready_jvm_death_fails_at_once(tmp_path):
     log = tmp_path / "app.log"
     offsets = _seed(log, "")
-    seq = iter([([{"pid": 7}], None)] + [([], None)] * 100)
-    with patch.object(javaservice, "_find", side_effect=lambda ident: next(seq)):
+    with patch.object(javaservice, "_locate", return_value=([DiesAfter(7, 0)], False)):
         with pytest.raises(CommandExecutionError, match=r"JVM \(pid\(s\) 7\) exited before it was ready"):
             javaservice.wait_ready("schedule", offsets=offsets, ready=["never"], timeout=60,
                                    interval=0.01, app_dir="/home/schedule", main="Main")
@@ -568,8 +580,7 @@ def test_settle_catches_a_jvm_that_exits_right_after_ready(tmp_path):
     log = tmp_path / "app.log"
     offsets = _seed(log, "")
     log.write_text("started\n")
-    seq = iter([([{"pid": 7}], None)] * 3 + [([], None)] * 100)
-    with patch.object(javaservice, "_find", side_effect=lambda ident: next(seq)):
+    with patch.object(javaservice, "_locate", return_value=([DiesAfter(7, 2)], False)):
         with pytest.raises(CommandExecutionError, match=r"JVM \(pid\(s\) 7\) exited .*after it "
                                                         r"became ready \(settle time 5s\)"):
             javaservice.wait_ready("svc", offsets=offsets, ready=["started"], timeout=10,
@@ -613,3 +624,86 @@ def test_last_start_is_what_start_recorded(procs, tmp_path):
     assert javaservice.last_start("svc")["offsets"] == {"/l/app.log": 42}
     with pytest.raises(SaltInvocationError):
         javaservice.last_start("../x")
+
+
+# --------------------------------------------------------------------------- issue 10 (c)
+
+
+def _counting(func):
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(args)
+        return func(*args, **kwargs)
+
+    return wrapper, calls
+
+
+def test_ready_gate_scans_until_the_jvm_is_found_then_looks_at_its_pids_only(procs, tmp_path):
+    """Each scan of every process costs tens of ms of CPU while the JVM starts: the gate
+    scans until it has the JVM, then only looks at its pids, through ready and settle."""
+    jvm = tomcat(60, "/home/tomcat")
+    log = tmp_path / "catalina.out"
+    offsets = _seed(log, "")
+    timer = threading.Timer(0.15, lambda: (procs.append(jvm),
+                                           log.write_text("Server startup in 5 ms\n")))
+    seen = []  # per scan: was the JVM there?
+    real_scan = javaservice._scan
+
+    def scan():
+        seen.append(jvm in procs)
+        return real_scan()
+
+    with patch.object(javaservice, "_scan", side_effect=scan):
+        timer.start()
+        ret = javaservice.wait_ready("ecsc", offsets=offsets, ready=["TOMCAT_READY"], timeout=10,
+                                     interval=0.01, settle=0.2, catalina_base="/home/tomcat")
+        timer.join()
+        assert ret["pids"] == [60] and ret["ready"] is True
+        assert seen[0] is False and seen.count(True) == 1  # the scan that found it, no more
+        # a death after it was found is seen by a look at its pid (no scan)
+        jvm.dead = True
+        assert javaservice._still_running([jvm]) == []
+    assert seen.count(True) == 1
+
+
+def test_start_scans_once_and_running_ok_starts_nothing(procs, tmp_path):
+    """javaservice.running right after a stop: one pass over the processes before the launch
+    (there were three: a status, then start's own look, then one for the previous start's
+    session)."""
+    passes = []
+
+    def fresh_processes():
+        passes.append("pass")
+        return list(procs)
+
+    launched = []
+
+    def spawn(argv, *args):
+        launched.append((len(passes), argv))
+        return 4321
+
+    # a previous start whose launcher (this process) still holds its pid
+    javaservice._write_state("ecsc", {"offsets": {}, "launcher_pid": os.getpid(),
+                                      "launcher_created": psutil.Process().create_time(),
+                                      "started_at": time.time() - 60})
+    with patch.object(javaservice, "_fresh_processes", side_effect=fresh_processes), \
+            patch.object(javaservice, "_spawn_detached", side_effect=spawn):
+        ret = javaservice_state.running("ecsc", ["/bin/startup.sh"], cwd=str(tmp_path),
+                                        timeout=0.1, catalina_base="/home/tomcat")
+        assert launched == [(1, ["/bin/startup.sh"])]
+        assert ret["changes"]["started"]["launcher_pid"] == 4321  # (no JVM came: not ready)
+        # already running: nothing started, its pids and the look-alikes reported
+        procs.extend([tomcat(70, "/home/tomcat"), tomcat(71, "/home/tomcat", uid=os.getuid() + 1)])
+        ret = javaservice.start("ecsc", ["/bin/startup.sh"], cwd=str(tmp_path), logs=[],
+                                running_ok=True, catalina_base="/home/tomcat")
+        assert ret["running"] is True and ret["pids"] == [70]
+        assert [s["pid"] for s in ret["strangers"]] == [71]
+        with pytest.raises(CommandExecutionError, match="already running"):
+            javaservice.start("ecsc", ["/bin/startup.sh"], cwd=str(tmp_path), logs=[],
+                              catalina_base="/home/tomcat")
+        ret = javaservice_state.running("ecsc", ["/bin/startup.sh"], cwd=str(tmp_path),
+                                        catalina_base="/home/tomcat")
+        assert ret["result"] is True and "already running (pid(s) 70)" in ret["comment"]
+        assert "left alone (not the service): pid 71" in ret["comment"]
+    assert len(launched) == 1

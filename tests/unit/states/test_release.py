@@ -79,11 +79,11 @@ def test_rolled_back_refuses_a_corrupt_backup_before_stopping_anything():
 
 def test_typed_errors_become_the_comment_and_others_keep_their_traceback():
     deployed = MagicMock(side_effect=CommandExecutionError("release on minion m: boom"))
-    with patch.dict(release_state.__salt__, {"release.status": deployed}):
+    with patch.dict(release_state.__salt__, {"release.read_record": deployed}):
         ret = release_state.staged(NAME, "salt://x.tar", "a" * 64, "v2")
     assert ret["result"] is False and ret["comment"] == "release on minion m: boom"
     deployed.side_effect = KeyError("bug")
-    with patch.dict(release_state.__salt__, {"release.status": deployed}):
+    with patch.dict(release_state.__salt__, {"release.read_record": deployed}):
         with pytest.raises(KeyError):
             release_state.staged(NAME, "salt://x.tar", "a" * 64, "v2")
 
@@ -103,6 +103,7 @@ def _resume_salt(swap=None, staged="v2", leftovers=(), running=True, on_release=
             "target": NAME, "swap": swap, "staged": staged if leftovers else None,
             "leftovers": sorted(leftovers)}),
         "release.status": MagicMock(return_value=status),
+        "release.read_record": MagicMock(return_value={"release": "v2"} if on_release else None),
         "javaservice.status": MagicMock(return_value={"running": running}),
         "backup.list": MagicMock(return_value=[
             {"tag": t, "family": t.split(".")[0], "path": f"{NAME}_{t}"} for t in backups]),
@@ -177,3 +178,25 @@ def test_resumed_test_mode_touches_nothing_and_errors_are_the_comment():
         ret = release_state.resumed(NAME, "v2")
     assert ret == {"name": NAME, "changes": {}, "result": False,
                    "comment": "release on minion m: bad"}
+
+
+# --------------------------------------------------------------------------- issue 10 (c)
+
+
+def test_on_release_rehashes_the_tree_only_when_its_record_names_the_release():
+    """The swap runs while the service is down: a record of another release (or of another
+    archive) says 'not on it' without hashing the live tree."""
+    status = MagicMock(return_value={"release": "v2", "intact": True, "archive_sha256": "a" * 64})
+    for record, expected in [(None, (None, False)), ({"release": "v1"}, ("v1", False)),
+                             ({"release": "v2", "archive_sha256": "b" * 64}, ("v2", False))]:
+        salt = {"release.read_record": MagicMock(return_value=record), "release.status": status}
+        with patch.dict(release_state.__salt__, salt):
+            assert release_state._on_release(NAME, "v2", "a" * 64) == expected
+    status.assert_not_called()
+    salt["release.read_record"].return_value = {"release": "v2", "archive_sha256": "a" * 64}
+    with patch.dict(release_state.__salt__, salt):
+        assert release_state._on_release(NAME, "v2", "A" * 64) == ("v2", True)
+    status.assert_called_once_with(NAME)
+    status.return_value = {"release": "v2", "intact": False, "archive_sha256": "a" * 64}
+    with patch.dict(release_state.__salt__, salt):
+        assert release_state._on_release(NAME, "v2", None) == ("v2", False)
