@@ -33,10 +33,13 @@ program directory ``P = <parent>/<name>``:
 
 - ``stage``: verify, then extract into ``<parent>/.<name>.staging`` (``<top>/x`` lands as
   ``.<name>.staging/x``, so staging mirrors ``P``) and describe it in
-  ``<parent>/.<name>.staging.json`` (release, archive sha256, sha256 of every staged file).
+  ``<parent>/.<name>.staging.json`` (release, archive sha256, sha256 of every staged file,
+  and a fingerprint: each file's inode, size, mtime and ctime, taken before the hashing).
   ``P`` is not touched, so this can run while the service is up.
-- ``swap`` (service stopped): re-hash the staging (it must still match what was staged),
-  carry host-local files over, rename ``P`` -> ``<parent>/.<name>.previous`` and staging ->
+- ``swap`` (service stopped): check the staging still holds what was staged - one lstat
+  pass against the fingerprint; only files whose entry changed, or whose change time is
+  too close to the fingerprint to prove anything, are hashed again - so the downtime is
+  renames, not reading the release; carry host-local files over, rename ``P`` -> ``<parent>/.<name>.previous`` and staging ->
   ``P`` (if the second rename fails the first is undone), write the deployed record
   ``<parent>/.<name>.release.json`` (temp file + rename; if that fails the swap is undone),
   then remove ``.previous``.
@@ -84,6 +87,7 @@ import re
 import shutil
 import stat
 import tarfile
+import time
 
 import salt.utils.atomicfile
 import salt.utils.files
@@ -307,6 +311,60 @@ def _scan(root):
     if not os.path.isdir(root):
         return {"files": {}, "symlinks": {}, "other": []}
     return _tree("scan")(root)
+
+
+# Change times closer than this to a fingerprint prove nothing: file times come from the
+# kernel's coarse clock (one tick, 1-10 ms, behind), so a change made in the same tick right
+# after the fingerprint keeps the time it shows.
+_RACY_NS = 50_000_000
+
+
+def _fingerprint(root):
+    """
+    What one lstat pass sees of the tree at ``root`` (nothing is read):
+    ``{"taken_ns", "files": {rel: [inode, size, mtime_ns, ctime_ns]}, "links": {rel: target},
+    "other": [rel]}``. Writing, replacing, truncating, chmod or chown of a file changes its
+    ctime, which no user can set back, so a file whose entry is unchanged still holds what
+    was hashed after the fingerprint was taken (``_staging_difference``).
+    """
+    taken = time.time_ns()
+    tree = _tree("walk")(root)
+    return {
+        "taken_ns": taken,
+        "files": {rel: [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+                  for rel, st in tree.files},
+        "links": {rel: target for rel, target, _ in tree.links},
+        "other": sorted(tree.other),
+    }
+
+
+def _staging_difference(paths, meta):
+    """
+    (first difference of the staging from its description or None, files {rel: sha256},
+    links {rel: target}) - what ``swap`` records. The staged files were hashed by ``stage``
+    (before the service was stopped): only files whose lstat changed since its fingerprint,
+    or whose change time is too close to it to prove anything, are hashed again; the rest is
+    one lstat pass. A staging without a fingerprint (staged by an older version) is hashed
+    whole.
+    """
+    fp = meta.get("fingerprint")
+    if isinstance(fp, dict) and isinstance(fp.get("files"), dict):
+        now = _fingerprint(paths["staging"])
+        want_files = meta.get("files") or {}
+        if (set(now["files"]) == set(fp["files"]) == set(want_files)
+                and now["links"] == fp["links"] == (meta.get("links") or {})
+                and not now["other"]):
+            recent = fp.get("taken_ns", 0) - _RACY_NS
+            for rel, entry in fp["files"].items():
+                if entry == now["files"][rel] and entry[3] < recent:
+                    continue
+                sha = _tree("hash_file")(os.path.join(paths["staging"], rel))[0]
+                if sha != want_files[rel]:
+                    return f"{rel} modified", None, None
+            return None, dict(want_files), dict(meta.get("links") or {})
+    listing = _scan(paths["staging"])
+    files, links = _record_shape(listing)
+    return _first_difference(meta, listing), files, links
 
 
 def _record_shape(listing):
@@ -587,6 +645,8 @@ def stage(archive, target, sha256, release, keep=None):
                 st = os.stat(paths["target"])
                 _chown_tree(staging_dir, st.st_uid, st.st_gid)
                 os.chmod(staging_dir, stat.S_IMODE(st.st_mode))
+            # Taken before the hashing: a file changed after it no longer matches it.
+            fingerprint = _fingerprint(staging_dir)
             listing = _scan(staging_dir)
             if listing["other"]:
                 raise _cee(
@@ -606,6 +666,7 @@ def stage(archive, target, sha256, release, keep=None):
                     "keep": patterns,
                     "files": files,
                     "links": links,
+                    "fingerprint": fingerprint,
                 },
             )
         except tarfile.FilterError as exc:
@@ -627,7 +688,8 @@ def stage(archive, target, sha256, release, keep=None):
 
 def staging_status(target):
     """
-    Describe the staging of ``target`` (read-only; re-hashes the staged files).
+    Describe the staging of ``target`` (read-only; ``intact`` as ``swap`` checks it: the
+    files changed since their fingerprint are re-hashed).
 
     target
         Absolute path of the program directory.
@@ -654,13 +716,12 @@ def staging_status(target):
     }
     if meta is None:
         return ret
-    listing = _scan(paths["staging"])
     ret.update(
         release=meta.get("release"),
         archive_sha256=meta.get("archive_sha256"),
         staged=meta.get("staged"),
         files=len(meta.get("files") or {}) + len(meta.get("links") or {}),
-        intact=_first_difference(meta, listing) is None,
+        intact=_staging_difference(paths, meta)[0] is None,
     )
     return ret
 
@@ -744,11 +805,9 @@ def swap(target, release, sha256=None, keep=None):
                 f"run release.clean {target} to put the previous tree back"
             )
         _remove(previous)
-    staged_listing = _scan(staging_dir)
-    difference = _first_difference(meta, staged_listing)
+    difference, files, links = _staging_difference(paths, meta)
     if difference:
         raise _cee(f"staging {staging_dir} changed since it was staged ({difference}); stage again")
-    files, links = _record_shape(staged_listing)
 
     # One undo list for every step: on failure each done step is undone, newest first.
     undo = []

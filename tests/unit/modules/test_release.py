@@ -327,3 +327,105 @@ def test_clean_keeps_previous_when_told(tmp_path):
                    "kept": [str(tmp_path / ".svc.previous")]}
     assert release.clean(str(target))["removed"] == [str(tmp_path / ".svc.previous")]
     assert release.interrupted(str(target))["leftovers"] == []
+
+
+# --------------------------------------------------------------------------- issue 10 (c): swap
+
+
+def _archive(tmp_path, files):
+    """svc.tar holding svc/<rel> for each {rel: text}; (path, sha256)."""
+    import hashlib  # pylint: disable=import-outside-toplevel
+
+    path = tmp_path / "svc.tar"
+    with tarfile.open(path, "w") as tar:
+        tar.addfile(member("svc", tarfile.DIRTYPE))
+        for rel, text in files.items():
+            info = member(f"svc/{rel}")
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    return str(path), hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def staged_svc(tmp_path):
+    """/home/svc on v1 and v2 staged beside it, its fingerprint taken a second after the
+    files were written (as when the backup ran between the stage and the swap)."""
+    from unittest import mock  # pylint: disable=import-outside-toplevel
+
+    home = tmp_path / "home"
+    _tree(home / "svc", OLD)
+    archive, digest = _archive(tmp_path, NEW)
+    later = release.time.time_ns() + 1_000_000_000
+    with mock.patch.object(release.time, "time_ns", return_value=later):
+        release.stage(archive, str(home / "svc"), digest, "2")
+    return home
+
+
+def _reads(configure_loader_modules_utils):
+    """Wrap rollout_tree's readers (scan: hash every file, hash_file: one) to count calls."""
+    calls = []
+    for name in ("rollout_tree.scan", "rollout_tree.hash_file"):
+        func = configure_loader_modules_utils[name]
+        configure_loader_modules_utils[name] = (
+            lambda *a, _f=func, _n=name, **k: calls.append((_n, a[0])) or _f(*a, **k))
+    return calls
+
+
+def test_swap_of_an_unchanged_staging_reads_no_file(staged_svc):
+    """The staging was hashed by stage, before the service stopped: the swap (service down)
+    checks it with one lstat pass and renames; it hashed every staged file again before."""
+    from unittest import mock  # pylint: disable=import-outside-toplevel
+
+    target = staged_svc / "svc"
+    with mock.patch.dict(release.__utils__):
+        calls = _reads(release.__utils__)
+        assert release.staging_status(str(target))["intact"] is True
+        ret = release.swap(str(target), "2")
+    assert calls == []
+    assert ret["files"] == 2
+    assert {p.name: p.read_text() for p in target.iterdir()} == NEW
+    assert release.status(str(target))["intact"] is True  # the record's hashes are right
+
+
+@pytest.mark.parametrize("change", ["same size, mtime put back", "touched", "added", "removed"])
+def test_swap_still_refuses_a_staging_changed_since_it_was_staged(staged_svc, change):
+    from unittest import mock  # pylint: disable=import-outside-toplevel
+
+    target, staging = staged_svc / "svc", staged_svc / ".svc.staging"
+    jar = staging / "app.jar"
+    st = jar.stat()
+    if change == "same size, mtime put back":
+        jar.write_text("v3\n")  # same size as v2's
+        os.utime(jar, ns=(st.st_atime_ns, st.st_mtime_ns))
+    elif change == "touched":
+        os.utime(jar, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    elif change == "added":
+        (staging / "extra.jar").write_text("x\n")
+    else:
+        (staging / "new.jar").unlink()
+    with mock.patch.dict(release.__utils__):
+        calls = _reads(release.__utils__)
+        if change == "touched":  # only its time changed: that file is read, and it holds
+            release.swap(str(target), "2")
+            assert calls == [("rollout_tree.hash_file", str(jar))]
+            assert {p.name: p.read_text() for p in target.iterdir()} == NEW
+            return
+        with pytest.raises(CommandExecutionError, match="changed since it was staged"):
+            release.swap(str(target), "2")
+    assert {p.name: p.read_text() for p in target.iterdir()} == OLD
+
+
+def test_a_staging_fingerprinted_right_after_its_files_were_written_is_hashed(tmp_path):
+    """File times come from a coarse clock: a change in the same tick as the fingerprint
+    would keep the time it shows, so files written just before it are read again."""
+    from unittest import mock  # pylint: disable=import-outside-toplevel
+
+    home = tmp_path / "home"
+    _tree(home / "svc", OLD)
+    archive, digest = _archive(tmp_path, NEW)
+    release.stage(archive, str(home / "svc"), digest, "2")
+    with mock.patch.dict(release.__utils__):
+        calls = _reads(release.__utils__)
+        release.swap(str(home / "svc"), "2")
+    assert sorted(path for _, path in calls) == sorted(
+        str(home / ".svc.staging" / rel) for rel in NEW)
