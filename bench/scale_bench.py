@@ -156,6 +156,18 @@ def main(argv=None):
     parser.add_argument("--batches", nargs="+", default=["1", "25%"])
     args = parser.parse_args(argv)
     runs = []
+    # One lock for the whole series: another lab user in between would resize the lab.
+    with ub.lab_lock("the whole scale series"):
+        _series(args, runs)
+    OUT.parent.mkdir(exist_ok=True)
+    OUT.write_text(json.dumps(runs, indent=2) + "\n")
+    print(table(runs))
+    print(json.dumps(goals(runs), indent=2))
+    print(f"written: {OUT}")
+    return 0
+
+
+def _series(args, runs):
     try:
         for size in args.sizes:
             with ub.lab_lock(f"lab of {size} hosts"):
@@ -167,12 +179,6 @@ def main(argv=None):
         with ub.lab_lock("lab back to eight hosts"):
             ub.quiet(lambda _: labctl.up(argparse.Namespace(hosts=None)))
             ub.reset()
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(json.dumps(runs, indent=2) + "\n")
-    print(table(runs))
-    print(json.dumps(goals(runs), indent=2))
-    print(f"written: {OUT}")
-    return 0
 
 
 if __name__ == "__main__":

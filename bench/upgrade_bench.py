@@ -55,17 +55,28 @@ GOALS = {
 }
 
 
+_HELD = []
+
+
 @contextlib.contextmanager
 def lab_lock(what):
-    """The lab lock (the same flock(2) lock as `flock /tmp/lab.lock ...`), for one round."""
+    """The lab lock (the same flock(2) lock as `flock /tmp/lab.lock ...`), for one round.
+
+    Re-entrant within this process: a bench that must keep the lab for a whole series (the
+    scale bench resizes it) holds it around rounds that take it themselves."""
+    if _HELD:
+        yield
+        return
     with open(LOCK, "a", encoding="utf-8") as handle:
         waited = time.monotonic()
         fcntl.flock(handle, fcntl.LOCK_EX)
         print(f"  [{what}: lab lock after {time.monotonic() - waited:.0f}s wait, "
               f"load {os.getloadavg()[0]:.2f}]", flush=True)
+        _HELD.append(what)
         try:
             yield
         finally:
+            _HELD.pop()
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
