@@ -14,6 +14,22 @@ A *listing* describes a tree::
 (a deployed record keeps sha256 only; a backup manifest keeps sha256, size and mode), and
 directories only when ``expected`` lists them.
 
+Hash cache. ``scan`` does not re-read a file whose inode is unchanged since it was last
+hashed: it keeps, per scanned root, ``rel -> (st_dev, st_ino, st_size, st_mtime_ns,
+st_ctime_ns, sha256)`` in ``<cachedir>/rollout_tree/<sha256 of the root path>.json`` (the
+minion's or master's cachedir, directory 0700, file 0600; no cachedir in ``__opts__``: no
+cache). A file is taken from the cache only when all five fields still match its lstat,
+and an entry is stored only when the file did not change while it was read and its ctime
+is at least ``CACHE_MARGIN_NS`` older than the start of the scan. The trust assumption
+is git's (its index relies on the same): every write, truncate, chmod, chown, rename onto
+the path or replacement of the file changes its ctime (or its inode), and ctime cannot be
+set from user space. Drift by any process on this host is therefore still detected,
+even when size and mtime are put back (``touch -r``, ``os.utime``). Not detected from the
+cache: changes that bypass the kernel's ctime (writing the block device, a step of the
+system clock back to the recorded ctime, a filesystem whose ctime does not move on
+writes) and media corruption of unchanged files; whoever can write the cache file is root
+already. ``scan(..., cache=False)`` re-reads everything.
+
 Reached as ``__utils__["rollout_tree.<function>"]``.
 
 :depends: Linux/POSIX (os.readv, O_NOFOLLOW)
@@ -25,9 +41,15 @@ import ctypes.util
 import errno
 import gc
 import hashlib
+import json
+import logging
 import os
 import stat
+import tempfile
 import threading
+import time
+
+log = logging.getLogger(__name__)
 
 __virtualname__ = "rollout_tree"
 
@@ -43,6 +65,12 @@ _BUF_SIZE = 1 << 20
 # Worker threads for copying/hashing files (measured with bench/backup_bench.py).
 _WORKERS = max(1, min(4, os.cpu_count() or 1))
 _FILE_FIELDS = ("sha256", "size", "mode")
+#: An entry goes into the hash cache only if the file's ctime is this much older than the
+#: start of the scan: the filesystem clock is coarse (a tick of a few ms), so a write in
+#: the same tick as the ctime seen would not move it ("racy clean" in git's terms).
+CACHE_MARGIN_NS = 2_000_000_000
+_CACHE_SUBDIR = "rollout_tree"
+_CACHE_FORMAT = 1
 
 _local = threading.local()
 _libc = None
@@ -178,15 +206,20 @@ def _start_writeback(fd):
         func(fd, ctypes.c_longlong(0), ctypes.c_longlong(0), _SYNC_FILE_RANGE_WRITE)
 
 
+def _hash_path(path):
+    """(sha256 hex, size, fstat after the read) of one regular file."""
+    fd = _open_source(path)
+    try:
+        return _read_hash(fd, None, path)
+    finally:
+        os.close(fd)
+
+
 def hash_file(path):
     """
     sha256, size and st_mode of one regular file (no symlink following, no FIFO hang).
     """
-    fd = _open_source(path)
-    try:
-        sha, size, st = _read_hash(fd, None, path)
-    finally:
-        os.close(fd)
+    sha, size, st = _hash_path(path)
     return sha, size, st.st_mode
 
 
@@ -277,10 +310,80 @@ def _by_dir(files):
     return sorted(files, key=lambda item: os.path.split(item[0]))
 
 
-def scan(root, skip_root_names=()):
+def _cache_key(st):
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _cacheable(st, seen, started_ns):
     """
-    Listing of the tree at ``root`` (see the module docstring), hashing every regular file.
+    Whether a file hashed from the fstat ``st`` (taken after the read) may go into the hash
+    cache: it is the very inode and version the walk saw (``seen``, its lstat), and its
+    ctime is ``CACHE_MARGIN_NS`` older than the scan's start (``started_ns``, time.time_ns),
+    so any later change moves the ctime.
     """
+    return (
+        _cache_key(st) == _cache_key(seen)
+        and st.st_ctime_ns < started_ns - CACHE_MARGIN_NS
+    )
+
+
+def _cache_path(root):
+    cachedir = (globals().get("__opts__") or {}).get("cachedir")
+    if not cachedir:
+        return None
+    name = hashlib.sha256(os.path.abspath(root).encode("utf-8", "surrogateescape")).hexdigest()
+    return os.path.join(cachedir, _CACHE_SUBDIR, f"{name[:32]}.json")
+
+
+def _cache_load(path, root):
+    """The cached entries of ``root`` ({rel: [dev, ino, size, mtime_ns, ctime_ns, sha]}); {}
+    when there is no usable cache file (the cache only ever saves work)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("rollout_tree: ignoring hash cache %s: %s", path, exc)
+        return {}
+    if (
+        not isinstance(data, dict)
+        or data.get("format") != _CACHE_FORMAT
+        or data.get("root") != os.path.abspath(root)
+        or not isinstance(data.get("files"), dict)
+    ):
+        return {}
+    return {
+        rel: entry
+        for rel, entry in data["files"].items()
+        if isinstance(entry, list) and len(entry) == 6 and isinstance(entry[5], str)
+    }
+
+
+def _cache_save(path, root, entries):
+    """Replace the cache file of ``root`` atomically; a failure is logged, never raised."""
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump({"format": _CACHE_FORMAT, "root": os.path.abspath(root),
+                           "files": entries}, handle, separators=(",", ":"))
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError as exc:
+        log.warning("rollout_tree: cannot write hash cache %s: %s", path, exc)
+
+
+def scan(root, skip_root_names=(), cache=True):
+    """
+    Listing of the tree at ``root`` (see the module docstring), hashing every regular file
+    whose sha256 the hash cache does not hold for its unchanged inode (``cache=False``: every
+    file is read).
+    """
+    started_ns = time.time_ns()
     tree = walk(root, skip_root_names=skip_root_names)
     listing = {
         "files": {},
@@ -290,14 +393,32 @@ def scan(root, skip_root_names=()):
     }
     for rel, st in tree.dirs:
         listing["dirs"][rel] = fmt_mode(st.st_mode)
+    path = _cache_path(root) if cache else None
+    cached = _cache_load(path, root) if path else {}
     files = _by_dir(tree.files)
+    found, entries, todo = {}, {}, []
+    for rel, st in files:
+        entry = cached.get(rel)
+        if entry is not None and entry[:5] == _cache_key(st):
+            entries[rel] = entry
+            found[rel] = (entry[5], st.st_size, st.st_mode)
+        else:
+            todo.append((rel, st))
     results = _run_pool(
-        hash_file,
-        [(os.path.join(root, rel),) for rel, _ in files],
-        [_job_weight(st.st_size) for _, st in files],
+        _hash_path,
+        [(os.path.join(root, rel),) for rel, _ in todo],
+        [_job_weight(st.st_size) for _, st in todo],
     )
-    for (rel, _), (sha, size, mode) in zip(files, results):
+    for (rel, seen), (sha, size, st) in zip(todo, results):
+        found[rel] = (sha, size, st.st_mode)
+        if _cacheable(st, seen, started_ns):
+            entries[rel] = _cache_key(st) + [sha]
+    for rel, _ in files:
+        sha, size, mode = found[rel]
         listing["files"][rel] = {"sha256": sha, "size": size, "mode": fmt_mode(mode)}
+    # Only this tree's files are kept: the cache never grows past the tree.
+    if path and entries != cached:
+        _cache_save(path, root, entries)
     return listing
 
 

@@ -1,5 +1,9 @@
 """Unit tests for _utils/rollout_tree.py: the one tree walk/hash/copy/compare."""
 
+import hashlib
+import json
+import os
+
 import pytest
 
 from tests.conftest import load_repo_module
@@ -73,3 +77,152 @@ def test_chunks_are_contiguous_and_cover_every_job_once(weights, parts):
 def test_chunks_balance_weight():
     runs = tree._chunks([1] * 10, 2)
     assert [len(run) for run in runs] == [5, 5]
+
+
+# ------------------------------------------------------------------ hash cache
+
+
+def _sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def _fs_clock_past(probe, ns):
+    """Wait until the filesystem's (coarse) clock is past ``ns``: a write now gets a later
+    ctime than any file written before the call."""
+    while True:
+        probe.write_bytes(b"tick")
+        if probe.stat().st_ctime_ns > ns:
+            return
+
+
+@pytest.fixture
+def cached_tree(tmp_path, monkeypatch):
+    """A small tree, old enough for the hash cache (margin 0 and the fs clock moved on),
+    and a cachedir; returns (root, cache dir, probe file)."""
+    monkeypatch.setattr(tree, "__opts__", {"cachedir": str(tmp_path / "cache")}, raising=False)
+    monkeypatch.setattr(tree, "CACHE_MARGIN_NS", 0)
+    root = tmp_path / "ecsc"
+    (root / "WEB-INF" / "lib").mkdir(parents=True)
+    (root / "WEB-INF" / "lib" / "ecsc.jar").write_bytes(b"jar v2 " * 1000)
+    (root / "index.html").write_bytes(b"<html>v2</html>")
+    (root / "WEB-INF" / "web.xml").write_bytes(b"<web-app/>")
+    probe = tmp_path / "clock-probe"
+    _fs_clock_past(probe, max(p.stat().st_ctime_ns for p in root.rglob("*")))
+    return root, tmp_path / "cache" / "rollout_tree", probe
+
+
+def _count_reads(monkeypatch):
+    reads = []
+    real = tree._hash_path
+
+    def counting(path):
+        reads.append(os.path.relpath(path))
+        return real(path)
+
+    monkeypatch.setattr(tree, "_hash_path", counting)
+    return reads
+
+
+def test_scan_cache_rereads_nothing_unchanged(cached_tree, monkeypatch):
+    root, cache_dir, _ = cached_tree
+    first = tree.scan(str(root))
+    assert first["files"]["index.html"]["sha256"] == _sha(b"<html>v2</html>")
+    (cache_file,) = cache_dir.iterdir()
+    assert oct(cache_dir.stat().st_mode & 0o777) == "0o700"
+    assert oct(cache_file.stat().st_mode & 0o777) == "0o600"
+    stored = json.loads(cache_file.read_text())
+    assert stored["root"] == str(root)
+    assert {rel: entry[5] for rel, entry in stored["files"].items()} == {
+        rel: entry["sha256"] for rel, entry in first["files"].items()
+    }
+    reads = _count_reads(monkeypatch)
+    assert tree.scan(str(root)) == first
+    assert reads == []
+
+
+def test_scan_cache_entry_is_what_scan_reports_for_an_unchanged_inode(cached_tree):
+    # Proof that an unchanged file is not re-read (and the trust the cache file gets): a
+    # forged sha for an unchanged inode is reported as is; cache=False reads the file.
+    root, cache_dir, _ = cached_tree
+    tree.scan(str(root))
+    (cache_file,) = cache_dir.iterdir()
+    stored = json.loads(cache_file.read_text())
+    stored["files"]["index.html"][5] = "0" * 64
+    cache_file.write_text(json.dumps(stored))
+    assert tree.scan(str(root))["files"]["index.html"]["sha256"] == "0" * 64
+    assert tree.scan(str(root), cache=False)["files"]["index.html"]["sha256"] == _sha(
+        b"<html>v2</html>")
+
+
+def test_scan_cache_sees_a_change_that_restored_size_and_mtime(cached_tree, monkeypatch):
+    root, _, probe = cached_tree
+    jar = root / "WEB-INF" / "lib" / "ecsc.jar"
+    before = tree.scan(str(root))
+    st = jar.stat()
+    _fs_clock_past(probe, st.st_ctime_ns)
+    patched = b"jar vX " * 1000  # same size
+    jar.write_bytes(patched)
+    os.utime(jar, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (jar.stat().st_size, jar.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    reads = _count_reads(monkeypatch)
+    after = tree.scan(str(root))
+    assert after["files"]["WEB-INF/lib/ecsc.jar"]["sha256"] == _sha(patched)
+    assert reads == [os.path.relpath(jar)]
+    assert tree.compare(before, after)["modified"] == ["WEB-INF/lib/ecsc.jar"]
+
+
+def test_scan_cache_sees_a_file_replaced_by_rename_with_same_size_and_mtime(cached_tree):
+    root, _, _ = cached_tree
+    page = root / "index.html"
+    tree.scan(str(root))
+    st = page.stat()
+    other = root.parent / "index.new"
+    other.write_bytes(b"<html>vX</html>")
+    os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.rename(other, page)
+    assert tree.scan(str(root))["files"]["index.html"]["sha256"] == _sha(b"<html>vX</html>")
+
+
+def test_scan_cache_keeps_no_file_changed_within_the_margin(tmp_path, monkeypatch):
+    # Default margin: files written just now are hashed but not cached (a write in the same
+    # filesystem clock tick would leave their ctime as it is).
+    monkeypatch.setattr(tree, "__opts__", {"cachedir": str(tmp_path / "cache")}, raising=False)
+    root = tmp_path / "fresh"
+    root.mkdir()
+    (root / "a.txt").write_bytes(b"a")
+    listing = tree.scan(str(root))
+    assert listing["files"]["a.txt"]["sha256"] == _sha(b"a")
+    cache_dir = tmp_path / "cache" / "rollout_tree"
+    assert not cache_dir.exists() or all(
+        json.loads(f.read_text())["files"] == {} for f in cache_dir.iterdir())
+
+
+def test_cacheable_needs_the_seen_inode_version_and_an_old_ctime():
+    def st(ino=1, size=10, mtime=100, ctime=100):
+        return os.stat_result((0o100644, ino, 7, 1, 0, 0, size, 0, 0, 0,
+                               None, None, None, mtime, mtime, ctime))
+
+    now = 100 + tree.CACHE_MARGIN_NS + 1
+    assert tree._cacheable(st(), st(), now)
+    assert not tree._cacheable(st(), st(), now - 1)  # ctime within the margin
+    assert not tree._cacheable(st(ctime=101), st(), now)  # changed while read
+    assert not tree._cacheable(st(size=11), st(), now)
+    assert not tree._cacheable(st(ino=2), st(), now)
+
+
+def test_scan_with_an_unreadable_cache_file_hashes_everything(cached_tree):
+    root, cache_dir, _ = cached_tree
+    good = tree.scan(str(root))
+    (cache_file,) = cache_dir.iterdir()
+    cache_file.write_text("{not json")
+    assert tree.scan(str(root)) == good
+    assert json.loads(cache_file.read_text())["files"]  # rewritten
+
+
+def test_scan_without_cachedir_writes_no_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(tree, "__opts__", {}, raising=False)
+    root = tmp_path / "t"
+    root.mkdir()
+    (root / "a").write_bytes(b"a")
+    assert tree.scan(str(root))["files"]["a"]["sha256"] == _sha(b"a")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]
