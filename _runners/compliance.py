@@ -61,6 +61,7 @@ import os
 import re
 
 import salt.client
+import salt.loader
 import salt.minion
 import salt.pillar
 import salt.utils.atomicfile
@@ -112,8 +113,17 @@ def _master_pillar(override=None):
 
 
 def _controls():
-    """(id, title) of every control in table order, from the compliance module."""
-    return [(c["id"], c["title"]) for c in _execution_modules()["compliance.controls"]()]
+    """
+    (id, title) of every control in table order, from the compliance execution module alone
+    (``salt.loader.raw_mod``: a MasterMinion loads the master's grains, about a second, and
+    is only needed for the rare host without a report, see ``_service_of``).
+    """
+    if "compliance.controls" not in __context__:
+        func = salt.loader.raw_mod(__opts__, "compliance", None).get("compliance.controls")
+        if func is None:
+            func = _execution_modules()["compliance.controls"]
+        __context__["compliance.controls"] = [(c["id"], c["title"]) for c in func()]
+    return __context__["compliance.controls"]
 
 
 def _now_iso():
@@ -409,6 +419,7 @@ def report(tgt=None, tgt_type="glob", services=None, hosts=None, pillar=None,
     try:
         return _report(tgt, tgt_type, services, hosts, pillar, report_dir, timeout, test)
     finally:
+        __context__.pop("compliance.controls", None)
         mminion = __context__.pop("compliance.mminion", None)
         if mminion is not None:
             mminion.destroy()

@@ -11,7 +11,7 @@ from unittest.mock import MagicMock, patch
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from tests.conftest import load_repo_module
+from tests.conftest import REPO_ROOT, load_repo_module
 
 compliance = load_repo_module("modules", "compliance")
 runner = load_repo_module("runners", "compliance")
@@ -59,6 +59,19 @@ def configure_loader_modules(tmp_path, execution_modules):
 
 def test_master_renders_the_module_controls_in_order():
     assert runner._controls() == list(compliance.CONTROLS)
+
+
+def test_controls_come_from_the_synced_module_without_a_master_minion(tmp_path):
+    # The master's synced modules (extension_modules/modules), loaded alone: no
+    # MasterMinion (its grains cost about a second of every orch.compliance).
+    (tmp_path / "extmods" / "modules").mkdir(parents=True)
+    (tmp_path / "extmods" / "modules" / "compliance.py").symlink_to(
+        REPO_ROOT / "_modules" / "compliance.py")
+    opts = {**runner.__opts__, "extension_modules": str(tmp_path / "extmods")}
+    with patch.dict(runner.__opts__, opts), patch.dict(runner.__context__, clear=True), \
+            patch.object(runner, "_execution_modules", side_effect=AssertionError("mminion")), \
+            patch.object(runner.salt.minion, "MasterMinion", side_effect=AssertionError("mminion")):
+        assert runner._controls() == list(compliance.CONTROLS)
 
 
 HOSTS = ["ecsc-1", "ecsc-2", "ecmc-1"]
