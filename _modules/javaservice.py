@@ -1012,7 +1012,8 @@ def stop(name, signal="TERM", timeout=30, thread_dump=False, **identity):
     Returns ``{"name", "pids", "strangers", "outcome", "signal", "seconds", "escalated",
     "thread_dump", "summary", "signal_seconds"}`` (plus ``"kill_seconds"`` after an escalation
     and ``"pidfile_removed": path`` when ``pidfile`` named the JVM it stopped, as
-    ``catalina.sh stop`` does):
+    ``catalina.sh stop`` does; with ``pidfile=``, ``"pidfile"``: its report as in
+    :func:`status`):
 
     - ``outcome`` is ``"graceful"`` when every JVM exited on the requested signal within the
       timeout, ``"killed"`` whenever SIGKILL was sent - because it was asked for (``signal=KILL``,
@@ -1065,6 +1066,8 @@ def stop(name, signal="TERM", timeout=30, thread_dump=False, **identity):
         "escalated": False,
         "thread_dump": bool(thread_dump),
     }
+    if pidfile is not None:
+        ret["pidfile"] = pidfile
     if not matched:
         return ret
     procs = [info["proc"] for info in matched]

@@ -270,30 +270,30 @@ def dead(name, signal="TERM", timeout=30, thread_dump=False, **identity):
     try:
         # validated as javaservice.stop does, so test=True refuses what a real run would
         sig = __utils__["rollout_ids.signal_name"](signal)
-        status = __salt__["javaservice.status"](name, **identity)
+        if __opts__["test"]:
+            res = __salt__["javaservice.status"](name, **identity)
+        else:
+            # One process scan finds the JVM and signals it (no status scan before it).
+            res = __salt__["javaservice.stop"](
+                name, signal=sig, timeout=timeout, thread_dump=thread_dump, **identity
+            )
         note = ""
-        pidfile = status.get("pidfile")
+        pidfile = res.get("pidfile")
         if pidfile and not pidfile["valid"] and pidfile["reason"] != "missing":
             note = f" (ignored pid file {pidfile['path']}: {pidfile['reason']})"
-        note += _strangers_note(status.get("strangers"))
-        if not status["running"]:
+        note += _strangers_note(res.get("strangers"))
+        if not res["pids"]:
             ret.update(result=True, comment=f"{name} is not running{note}")
             return ret
-        pids = ", ".join(map(str, status["pids"]))
         if __opts__["test"]:
             ret.update(
                 result=None,
-                comment=f"would stop {name}: pid(s) {pids} with SIG{sig}"
+                comment=f"would stop {name}: pid(s) {', '.join(map(str, res['pids']))} with "
+                f"SIG{sig}"
                 + ("" if sig == "KILL" else f", SIGKILL after {timeout}s")
                 + (" (thread dump first)" if thread_dump else "")
                 + note,
             )
-            return ret
-        res = __salt__["javaservice.stop"](
-            name, signal=sig, timeout=timeout, thread_dump=thread_dump, **identity
-        )
-        if res["outcome"] == "not running":
-            ret.update(result=True, comment=f"{name} exited by itself before it was stopped")
             return ret
         ret["changes"] = {
             "stopped": {"pids": res["pids"], "outcome": res["outcome"], "seconds": res["seconds"]}

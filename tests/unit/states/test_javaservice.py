@@ -8,6 +8,7 @@ from unittest.mock import patch
 from tests.unit.javaservice_fakes import (  # noqa: F401 (fixtures)
     MINION,
     configure_loader_modules,
+    javaservice,
     javaservice_state,
     procs,
     tomcat,
@@ -85,3 +86,26 @@ def test_state_dead_says_which_signal_worked_and_how_long(procs):
     assert ret["changes"]["stopped"]["outcome"] == "killed"
     assert re.search(r": SIGTERM ignored for 0\.\d s, SIGKILL, gone after \d+\.\d s$",
                      ret["comment"]), ret["comment"]
+
+
+def test_state_dead_scans_once_before_the_signal(procs):
+    """Issue 10 (c): one pass over the processes finds the JVM and signals it (there were
+    two: a status, then the stop's own)."""
+    passes = []
+    jvm = tomcat(150, "/home/tomcat")
+    real_send = jvm.send_signal
+    jvm.send_signal = lambda sig: (passes.append(("signal", sig)), real_send(sig))
+    procs.append(jvm)
+
+    def fresh_processes():
+        passes.append("pass")
+        return list(procs)
+
+    with patch.object(javaservice, "_fresh_processes", side_effect=fresh_processes):
+        ret = javaservice_state.dead("ecsc", timeout=1, catalina_base="/home/tomcat")
+        assert ret["result"] is True and ret["changes"]["stopped"]["pids"] == [150]
+        assert passes == ["pass", ("signal", signal.SIGTERM)]
+        # a service that does not run: one pass, nothing signalled
+        passes.clear()
+        ret = javaservice_state.dead("ecsc", catalina_base="/home/tomcat")
+    assert ret["comment"] == "ecsc is not running" and passes == ["pass"]
