@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import threading
 
 import pytest
 
@@ -226,3 +227,40 @@ def test_scan_without_cachedir_writes_no_cache(tmp_path, monkeypatch):
     (root / "a").write_bytes(b"a")
     assert tree.scan(str(root))["files"]["a"]["sha256"] == _sha(b"a")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]
+
+
+# ------------------------------------------------------------------ copy
+
+
+def test_copy_of_a_large_tree_writes_back_while_copying_and_stops_its_thread(tmp_path, monkeypatch):
+    monkeypatch.setattr(tree, "_WRITEBACK_MIN_BYTES", 0)
+    synced = []
+    real = tree._syncfs
+    monkeypatch.setattr(tree, "_syncfs", lambda fd: (synced.append(fd), real(fd)))
+    real_copy_file = tree.copy_file
+
+    def slow_copy_file(*args):
+        synced_before = len(synced)
+        result = real_copy_file(*args)
+        # Give the writeback thread its turn (it runs while files are copied); bounded, so
+        # that a copy without one fails below rather than hangs.
+        for _ in range(300):
+            if len(synced) > synced_before:
+                break
+            threading.Event().wait(0.01)
+        return result
+
+    monkeypatch.setattr(tree, "copy_file", slow_copy_file)
+    src = tmp_path / "src"
+    (src / "lib").mkdir(parents=True)
+    data = {"lib/a.jar": os.urandom(3000), "b.txt": b"b" * 10}
+    for rel, payload in data.items():
+        (src / rel).write_bytes(payload)
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    listing = tree.copy(tree.walk(str(src)), str(dst))
+    assert {rel: entry["sha256"] for rel, entry in listing["files"].items()} == {
+        rel: _sha(payload) for rel, payload in data.items()}
+    assert all((dst / rel).read_bytes() == payload for rel, payload in data.items())
+    assert synced
+    assert "rollout-tree-writeback" not in {t.name for t in threading.enumerate()}
