@@ -244,8 +244,9 @@ def _already_running(name, pids, all_logs, url, timeout, identity):
 def dead(name, signal="TERM", timeout=30, thread_dump=False, **identity):
     """
     Ensure the service's JVM is not running: ``javaservice.stop`` (``signal``, wait ``timeout``
-    seconds, then SIGKILL). Changes ``{"stopped": {"pids", "outcome", "seconds"}}`` with
-    outcome ``graceful`` or ``killed``; the comment says what happened and how long each step
+    seconds, then SIGKILL). Changes ``{"stopped": {"pids", "outcome", "seconds",
+    "signal_seconds"}}`` with outcome ``graceful`` or ``killed`` (``seconds``: the whole stop;
+    ``signal_seconds``: from the signal until the JVM was gone); the comment says what happened and how long each step
     took (``SIGTERM, exited after 1.2 s`` / ``SIGTERM ignored for 30.0 s, SIGKILL, gone after
     0.1 s``). Not running means no changes. Look-alike processes that are not the service
     (see ``javaservice.status``'s ``strangers``) are never signalled; the comment lists them.
@@ -296,7 +297,9 @@ def dead(name, signal="TERM", timeout=30, thread_dump=False, **identity):
             )
             return ret
         ret["changes"] = {
-            "stopped": {"pids": res["pids"], "outcome": res["outcome"], "seconds": res["seconds"]}
+            "stopped": {"pids": res["pids"], "outcome": res["outcome"], "seconds": res["seconds"],
+                        # from the signal on: the JVM's own part (seconds has the scan before)
+                        "signal_seconds": res.get("signal_seconds")}
         }
         ret.update(
             result=True,

@@ -146,6 +146,6 @@ def procs():
             return {"uid": SERVICE_UID, "user": javaservice._user_name(SERVICE_UID)}
         return real_user_of(path, user)
 
-    with patch.object(javaservice, "_fresh_processes", side_effect=lambda: list(found)), \
+    with patch.object(javaservice, "_fresh_processes", side_effect=lambda wanted=None: list(found)), \
             patch.object(javaservice, "_user_of", side_effect=user_of):
         yield found

@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -673,7 +674,7 @@ def test_start_scans_once_and_running_ok_starts_nothing(procs, tmp_path):
     session)."""
     passes = []
 
-    def fresh_processes():
+    def fresh_processes(wanted=None):
         passes.append("pass")
         return list(procs)
 
@@ -707,3 +708,41 @@ def test_start_scans_once_and_running_ok_starts_nothing(procs, tmp_path):
         assert ret["result"] is True and "already running (pid(s) 70)" in ret["comment"]
         assert "left alone (not the service): pid 71" in ret["comment"]
     assert len(launched) == 1
+
+
+def test_scan_builds_psutil_processes_only_for_java_candidates(tmp_path):
+    """A scan runs while the service is down: a process whose executable is not java is
+    seen by a readlink of /proc/<pid>/exe and its session id only (a psutil.Process for
+    each of a few hundred processes cost tens of ms); a java one gets the full snapshot."""
+    fake_java = tmp_path / "bin" / "java"
+    fake_java.parent.mkdir()
+    shutil.copy(shutil.which("sleep"), fake_java)  # an executable named java: a candidate
+    plain = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    named = subprocess.Popen([str(fake_java), "30"])
+    built = []
+    real_process = psutil.Process
+
+    def process(pid):
+        built.append(pid)
+        return real_process(pid)
+
+    try:
+        wait_until = time.monotonic() + 10
+        while os.readlink(f"/proc/{named.pid}/exe") != str(fake_java):
+            assert time.monotonic() < wait_until
+            time.sleep(0.01)
+        with patch.object(javaservice.psutil, "Process", side_effect=process):
+            scan = javaservice._scan()
+            assert plain.pid not in built
+            assert scan[plain.pid]["java"] is False and scan[plain.pid]["proc"] is None
+            assert scan[plain.pid]["sid"] == plain.pid
+            assert scan[plain.pid]["what"] == os.path.realpath(shutil.which("sleep"))
+            assert named.pid in built and scan[named.pid]["java"] is True
+            assert scan[named.pid]["proc"].pid == named.pid
+            # the session check takes a closer look at a short snapshot's member only
+            members = javaservice._session_procs(plain.pid, time.time(), scan=scan)
+            assert [p.pid for p in members] == [plain.pid]
+    finally:
+        for proc in (plain, named):
+            proc.kill()
+            proc.wait()

@@ -97,7 +97,7 @@ def test_state_dead_scans_once_before_the_signal(procs):
     jvm.send_signal = lambda sig: (passes.append(("signal", sig)), real_send(sig))
     procs.append(jvm)
 
-    def fresh_processes():
+    def fresh_processes(wanted=None):
         passes.append("pass")
         return list(procs)
 
