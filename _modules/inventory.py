@@ -239,11 +239,12 @@ def _check_main(problems, key, value):
 
 
 def _check_service(problems, name, conf, release, archive):
-    """Every service-level value of one service; returns False when it cannot be resolved."""
+    """Every service-level value of one service; returns ``(resolvable, policy)``: False when
+    it cannot be resolved, and its rollout policy (resolved here, once)."""
     key = f"inventory:services:{name}"
     if not isinstance(conf, dict):
         problems.add(key, "must be a mapping")
-        return False
+        return False, None
     before = len(problems.items)
     for extra in sorted(set(conf) - set(SERVICE_KEYS)):
         problems.add(f"{key}:{extra}", f"unknown key (known: {', '.join(SERVICE_KEYS)})")
@@ -311,7 +312,7 @@ def _check_service(problems, name, conf, release, archive):
             if (not isinstance(glob, str) or not glob or glob.startswith("/")
                     or ".." in glob.split("/")):
                 problems.add(f"{key}:keep", f"{glob!r} must be a glob inside the program dir")
-    _, found = __utils__["rollout_policy.resolve"](
+    policy, found = __utils__["rollout_policy.resolve"](
         conf, len(hosts) if isinstance(hosts, dict) else 0, key)
     for pkey, message in found:
         problems.add(pkey, message)
@@ -323,7 +324,7 @@ def _check_service(problems, name, conf, release, archive):
         elif not SHA256_RE.match(str(sha)):
             problems.add(f"release:sha256:{name}",
                          f"{sha!r} is not a sha256 (64 lowercase hex digits)")
-    return len(problems.items) == before
+    return len(problems.items) == before, policy
 
 
 def _check_url(problems, key, url, address):
@@ -500,13 +501,12 @@ def plan(services=None, hosts=None, archive=True, pillar=None):
         targeted = [h for h in ordered_hosts if hosts is None or h in hosts]
         if not targeted:
             continue
-        if _check_service(problems, name, all_services[name], release, archive):
+        resolvable, policy = _check_service(problems, name, all_services[name], release, archive)
+        if resolvable:
             for host_id in targeted:
                 _check_host_entry(problems, name, all_services[name], host_id, release)
-        policy, _ = __utils__["rollout_policy.resolve"](
-            all_services[name], len(all_services[name].get("hosts") or {}), name)
         result.append({"service": name, "hosts": targeted, "policy": policy,
-                       "waves": __utils__["rollout_policy.waves"](targeted, policy)})
+                       "waves": __utils__["rollout_policy.waves"](targeted, policy or {})})
     problems.raise_if_any()
     if not result:
         _fail("services", "the targeting selects no host")
@@ -572,7 +572,8 @@ def host(minion_id=None, release=None, archive=True, ready_release=None, pillar=
             f"{minion_id}: not in pillar inventory:services:*:hosts (no service runs here)"
         )
     problems = _Problems()
-    if _check_service(problems, name, conf, rel, archive):
+    resolvable, policy = _check_service(problems, name, conf, rel, archive)
+    if resolvable:
         _check_host_entry(problems, name, conf, minion_id, rel)
     problems.raise_if_any()
     release_id = __utils__["rollout_ids.check_name"](str(release or rel["id"]),
@@ -616,7 +617,6 @@ def host(minion_id=None, release=None, archive=True, ready_release=None, pillar=
     stop = {**DEFAULTS["stop"], **(conf.get("stop") or {})}
     stop["signal"] = __utils__["rollout_ids.signal_name"](stop["signal"])
     pair = dict(_rollout_order(services, pillar))[name]
-    policy, _ = __utils__["rollout_policy.resolve"](conf, len(conf["hosts"]), name)
     hooks = {verb: __utils__["rollout_policy.fill"](policy[verb], minion_id, address, name)
              if policy[verb] else None for verb in ("drain", "undrain")}
     return {
@@ -792,7 +792,7 @@ def _code_hashes():
     return found
 
 
-def current(minion_id=None, release=None, pillar=None):
+def current(minion_id=None, release=None, pillar=None, preflight=False, quick=False):
     """
     What this host runs now, read-only: whether it is already on the release (the deployed
     record names it, the program dir is intact and came from the pillar's archive, the JVM
@@ -807,10 +807,21 @@ def current(minion_id=None, release=None, pillar=None):
 
     Returns ``{"id", "release", "on_release": bool, "healthy": bool (its health URL answers
     200 now: a rollout's max_unavailable counts hosts that do not), "why": what is not as
-    planned (None when on_release), "code": {"modules/<file>": sha256, ...}}``.
+    planned (None when on_release), "code": {"modules/<file>": sha256, ...}}``, and with
+    ``preflight`` a ``"preflight": {"result": bool, "comment"}`` for a host not on the release.
 
     minion_id, release, pillar
         As for :func:`host`.
+
+    preflight
+        For a host not on the release, also run the upgrade's whole pre-flight
+        (``release.preflight``: the archive fetched and verified, room for backup and
+        staging), so the orchestration needs no pre-flight job of its own for this host.
+
+    quick
+        Between two waves of a rollout (runner ``rollout.gate``): "on the release" from the
+        deployed record (release, archive sum) and the health URL only; no tree is hashed,
+        no JVM looked for and no module hashed (``code`` is None).
 
     CLI Example:
 
@@ -818,34 +829,49 @@ def current(minion_id=None, release=None, pillar=None):
 
         salt '*' inventory.current
         salt ecsc-1 inventory.current release=20170220
+        salt ecsc-1 inventory.current preflight=True
     """
     ret = {"id": minion_id or __utils__["rollout_ids.minion_id"](), "release": None,
-           "on_release": False, "healthy": False, "why": None, "code": _code_hashes()}
+           "on_release": False, "healthy": False, "why": None,
+           "code": None if quick else _code_hashes()}
     try:
         resolved = check_host(minion_id, release=release, pillar=pillar)["host"]
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret["why"] = str(exc)
+        if preflight:
+            ret["preflight"] = {"result": False, "comment": ret["why"]}
         return ret
     health = __utils__["rollout_http.get"](resolved["health_url"], timeout=5)
     ret["healthy"] = health["status"] == 200
     target, svc = resolved["install_dir"], resolved["service"]
-    deployed = __salt__["release.status"](target)
-    ret["release"] = deployed["release"]
+    # Between waves the record tells whether the upgrade landed: no tree hashing then.
+    deployed = ((__salt__["release.read_record"](target) or {}) if quick
+                else __salt__["release.status"](target))
+    ret["release"] = deployed.get("release")
     sha256 = resolved["sha256"].lower()
-    if deployed["release"] != resolved["release"]:
-        ret["why"] = f"{target} is on {deployed['release']}, not {resolved['release']}"
-    elif deployed["intact"] is not True:
+    if ret["release"] != resolved["release"]:
+        ret["why"] = f"{target} is on {ret['release']}, not {resolved['release']}"
+    elif not quick and deployed["intact"] is not True:
         ret["why"] = f"{target} differs from its deployed record"
-    elif sha256 and (deployed["archive_sha256"] or "") != sha256:
+    elif sha256 and (deployed.get("archive_sha256") or "") != sha256:
         ret["why"] = f"{target} came from another archive than sha256 {sha256}"
     else:
-        running = __salt__["javaservice.status"](svc, install_dir=target, **resolved["identity"])
+        # quick: the JVM is not looked for (its health answers for it).
+        running = ({"running": True, "release": resolved["release"]} if quick else
+                   __salt__["javaservice.status"](svc, install_dir=target, **resolved["identity"]))
         if not running["running"]:
             ret["why"] = f"{svc} is not running"
         elif running["release"] != resolved["release"]:
-            ret["why"] = f"{svc}'s JVM does not run {resolved['release']}: {running['release_note']}"
+            ret["why"] = (f"{svc}'s JVM does not run {resolved['release']}: "
+                          f"{running['release_note']}")
         elif health["status"] != 200:
             ret["why"] = f"{resolved['health_url']} answers {health['status']}"
         else:
             ret["on_release"] = True
+    if preflight and not ret["on_release"]:
+        try:
+            checked = __salt__["release.preflight"](target, resolved["source"], resolved["sha256"])
+            ret["preflight"] = {"result": True, "comment": f"{ret['id']}: {checked['comment']}"}
+        except (CommandExecutionError, SaltInvocationError) as exc:
+            ret["preflight"] = {"result": False, "comment": str(exc)}
     return ret

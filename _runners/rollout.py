@@ -60,6 +60,12 @@ def _state_jobs(jobs):
             if isinstance(job, dict) and str(job.get("fun", "")).startswith("state.")]
 
 
+def _current_arg(pillar, **flags):
+    """The keyword argument of an ``inventory.current`` job: the orchestration's pillar and
+    the flags (``preflight``, ``quick``)."""
+    return {"__kwarg__": True, **({"pillar": pillar} if pillar else {}), **flags}
+
+
 def master_code():
     """
     {"<type>/<file>": sha256} of the custom modules the master's file server ships to minions
@@ -86,13 +92,17 @@ def master_code():
 
 def survey(hosts, pillar=None, timeout=10):
     """
-    Ask every one of ``hosts``, in one job and read-only, ``inventory.current`` (is it on the
-    release, intact, its JVM up since the deploy, its health 200; the sha256 of its synced
-    modules) and ``saltutil.running``. Returns ``{"current": [hosts with nothing to do: on the
-    release, healthy, idle, modules the master's], "stale": [hosts whose modules differ or that
-    could not say], "busy": {host: [state jobs]}, "silent": [hosts that did not answer],
-    "why": {host: what is not as planned}}``. Never raises for a host: a host it cannot judge
-    is simply not "current" (the run then treats it in full).
+    Ask every one of ``hosts``, in one job and read-only, ``inventory.current`` with its
+    pre-flight (is it on the release, intact, its JVM up since the deploy, its health 200;
+    if not, does its pillar entry hold on it, is the archive there and valid, is there room;
+    the sha256 of its synced modules) and ``saltutil.running``. Returns ``{"current": [hosts
+    with nothing to do: on the release, healthy, idle, modules the master's], "stale": [hosts
+    that answered with modules other than the master's, or could not say], "busy": {host:
+    [state jobs]}, "silent": [hosts that did not answer], "preflight": {host: comment} (hosts
+    with work whose pre-flight passed here, on the master's modules, with no state job
+    running: they need no pre-flight job), "why": {host: what is not as planned}}``. Never
+    raises for a host: a host it cannot judge is simply not "current" (the run then treats
+    it in full, pre-flight job included).
 
     hosts
         Minion ids (a list).
@@ -110,22 +120,18 @@ def survey(hosts, pillar=None, timeout=10):
         salt-run rollout.survey hosts='[ecsc-1, ecsc-2]'
     """
     hosts = _hosts(hosts)
-    kwargs = {"__kwarg__": True}
-    if pillar:
-        kwargs["pillar"] = pillar
     try:
         answers = _cmd(hosts, ["saltutil.running", "inventory.current"], timeout,
-                       arg=[[], [kwargs]])
+                       arg=[[], [_current_arg(pillar, preflight=True)]])
     except SaltClientError as exc:
         log.warning("rollout.survey: cannot ask the minions: %s", exc)
         answers = {}
     master = master_code()
-    ret = {"current": [], "stale": [], "busy": {}, "silent": [], "why": {}}
+    ret = {"current": [], "stale": [], "busy": {}, "silent": [], "preflight": {}, "why": {}}
     for host in hosts:
         answer = answers.get(host)
         if not isinstance(answer, dict):
             ret["silent"].append(host)
-            ret["stale"].append(host)
             continue
         busy = _state_jobs(answer.get("saltutil.running"))
         if busy:
@@ -139,6 +145,8 @@ def survey(hosts, pillar=None, timeout=10):
             ret["stale"].append(host)
         elif now.get("on_release") and not busy:
             ret["current"].append(host)
+        elif not busy and (now.get("preflight") or {}).get("result") is True:
+            ret["preflight"][host] = now["preflight"]["comment"]
         if now.get("why"):
             ret["why"][host] = now["why"]
     return ret
@@ -270,10 +278,10 @@ def _sync(hosts, timeout):
     return changed
 
 
-def _current(hosts, pillar, timeout):
-    """{host: inventory.current's answer} (one job; a host that did not answer is missing)."""
-    kwargs = {"__kwarg__": True, **({"pillar": pillar} if pillar else {})}
-    answers = _cmd(hosts, "inventory.current", timeout, arg=[kwargs])
+def _landed(hosts, pillar, timeout):
+    """{host: inventory.current's quick answer: deployed record and health, no hashing} (one
+    job; a host that did not answer is missing)."""
+    answers = _cmd(hosts, "inventory.current", timeout, arg=[_current_arg(pillar, quick=True)])
     return {host: ret for host, ret in answers.items() if isinstance(ret, dict)}
 
 
@@ -282,7 +290,9 @@ def gate(service, done, hosts, max_fail=1, max_unavailable=1, wave=None, final=F
     """
     Between two waves of one service's rollout (orch.upgrade runs it when the service has a
     rollout policy): count the hosts of the waves done that are not on the release now (they
-    failed and were rolled back, or went quiet) and stop the service's rollout once they reach
+    failed and were rolled back, or went quiet: one quick ``inventory.current`` job, the
+    deployed record and the health URL only, no tree hashed) and stop the service's rollout
+    once they reach
     ``max_fail``; then wait (up to ``wait`` seconds) until the hosts down now plus the next
     wave are no more than ``max_unavailable`` (down: the health URL does not answer 200, as
     the availability prober sees it). ``final``: after the last wave, any failed host fails
@@ -316,7 +326,7 @@ def gate(service, done, hosts, max_fail=1, max_unavailable=1, wave=None, final=F
     untouched = [host for host in hosts if host not in done]
     deadline = time.monotonic() + float(wait)
     while True:
-        now = _current(hosts, pillar, timeout)
+        now = _landed(hosts, pillar, timeout)
         failed = [host for host in done if not (now.get(host) or {}).get("on_release")]
         if failed and (final or len(failed) >= int(max_fail)):
             why = "; ".join(f"{host}: {(now.get(host) or {}).get('why') or 'no answer'}"

@@ -16,17 +16,23 @@ Steps: the inventory is validated while this file renders (a bad key fails the r
 anything is touched; rendering changes nothing: `state.show_sls` and test=True take no lock)
 and every targeted host is asked once, read-only (runner rollout.survey): is it already on
 the release (record intact, JVM up since the deploy, health 200, no state job running, its
-modules the master's)? Such a host gets no state job: its step says so. Then rollout-lock
-(runner rolloutlock.acquire: one rollout at a time; a lock left by a killed run is reported
-and taken over) -> minions-answer (runner rollout.answering: every host with work answers,
-else the run stops before any host is touched and says how to run the others; state jobs
-left by an interrupted run are waited for; modules synced to the minions whose modules differ
-from the master's, only those) -> pre-flight on every host with work (archive valid, disk
-room) -> per pair: host 1 (release.upgrade), then host 2 only if host 1 passed every gate. A
-failed host rolls itself back to its backup. Then, after success or failure: rollout-report
-(runner rolloutreport.write: the run report from this run's events, which carry the lock's
-owner token as ``run``, pillar rollout_run) and rollout-unlock (runner rolloutlock.release),
-which never waits for the report: a report that fails still gives the lock back.
+modules the master's)? If not, its pre-flight (pillar entry checked on the host, archive
+valid, disk room) runs in the same job. A host on the release gets no state job: its step
+says so; a run in which every host is on the release takes no lock and runs no job, only
+the report. Otherwise: rollout-lock (runner rolloutlock.acquire: one rollout at a time; a
+lock left by a killed run is reported and taken over) -> minions-answer (runner
+rollout.answering: every host with work answers, else the run stops before any host is
+touched and says how to run the others; state jobs left by an interrupted run are waited
+for; modules synced to the minions whose modules differ from the master's, only those) ->
+pre-flight: a job (release.preflight) only on the hosts with work whose survey pre-flight
+did not pass on the master's modules (stale, silent or busy then, or refused: its job then
+fails the run with the detail, before any host is touched) -> per service, in waves (its
+rollout policy; the runbook's pairs: host 1, then host 2 only if host 1 passed every gate).
+A failed host rolls itself back to its backup. Then, after success or failure:
+rollout-report (runner rolloutreport.write: the run report from this run's events, which
+carry the lock's owner token as ``run``, pillar rollout_run) and rollout-unlock (runner
+rolloutlock.release), which never waits for the report: a report that fails still gives the
+lock back.
 """
 
 import logging
@@ -109,33 +115,45 @@ def run():
 
     survey = _survey(hosts, passthrough)
     # Hosts already on the release get no job at all; only the others are synced (when their
-    # modules differ from the master's), pre-flighted and upgraded.
+    # modules differ from the master's, or they did not say), pre-flighted and upgraded.
     work = [host for host in hosts if host not in survey["current"]]
     idle = [host for host in work if host not in survey["silent"] + list(survey["busy"])]
+    sync = [host for host in work if host in survey["stale"] + survey["silent"]]
+    # The survey already ran the pre-flight (inventory.current preflight=True) on the hosts
+    # with work that answered idle with the master's modules: only the others get a
+    # pre-flight job. A host whose survey pre-flight failed is one of them: its job fails
+    # the run with the states' own detail, before any host is touched.
+    unchecked = [host for host in work if host not in survey["preflight"]]
     release = passthrough.get("release", {}).get("id")
     # Steps with nothing to do (test.configurable_test_state): requisites name them by "test".
-    idle_steps = set() if work else {"preflight"}
+    idle_steps = set() if unchecked else {"preflight"}
 
     owner = uuid.uuid4().hex  # names this run's lock; rendering takes none
     started = time.time()
     # Every host step's progress event carries the token (its `run`): the report's filter.
     passthrough["rollout_run"] = owner
-    states = {
-        "rollout-lock": _runner("rolloutlock.acquire", kind="upgrade", owner=owner, hosts=hosts),
-    }
+    states = {}
     if work:
+        # The lock guards real work only: a run with nothing to do takes none (it changes
+        # nothing, so it needs no lock, no answering step and no pre-flight).
+        states["rollout-lock"] = _runner("rolloutlock.acquire", kind="upgrade", owner=owner,
+                                         hosts=hosts)
         states["minions-answer"] = _runner(
-            "rollout.answering", hosts=work, command="orch.upgrade",
-            sync=[host for host in work if host in survey["stale"]], checked=idle,
+            "rollout.answering", hosts=work, command="orch.upgrade", sync=sync, checked=idle,
             require=[{"salt": "rollout-lock"}],
         )
-        states["preflight"] = _step(
-            "release.preflight", work, passthrough,
-            expect_minions=True, require=[{"salt": "minions-answer"}],
-        )
+        if unchecked:
+            states["preflight"] = _step(
+                "release.preflight", unchecked, passthrough,
+                expect_minions=True, require=[{"salt": "minions-answer"}],
+            )
+        else:
+            states["preflight"] = _nothing_to_do(
+                f"pre-flight passed while the run planned (pillar entry, archive verified, "
+                f"room for backup and staging): {', '.join(work)}",
+                [{"salt": "minions-answer"}])
     else:
-        states["preflight"] = _nothing_to_do(f"every targeted host is already on {release}",
-                                             [{"salt": "rollout-lock"}])
+        states["preflight"] = _nothing_to_do(f"every targeted host is already on {release}", [])
     # Each service goes in waves (its rollout policy, inventory.plan: the runbook's pairs are
     # one host per wave, host 1 then host 2). Not parallel: steps run one at a time in the
     # order written here, the runbook's order. A wave runs only if the one before it passed.
@@ -199,6 +217,7 @@ def run():
     # The run report, after every step passed or after a failure (never when this run did
     # not take the lock); the unlock below also follows a report that failed.
     steps = _req([sid for sid in states if sid != "rollout-lock"], idle_steps)
+    locked = "rollout-lock" in states
     report = {
         "kind": "upgrade", "owner": owner, "hosts": hosts, "release": release,
         "pairs": [{"service": pair["service"], "hosts": pair["hosts"]} for pair in plan],
@@ -208,6 +227,8 @@ def run():
     # Parallel in a parallel run: see the unlock steps below.
     last = {"parallel": True} if parallel else {}
     states["rollout-report"] = _runner("rolloutreport.write", **report, require=steps, **last)
+    if not locked:
+        return states  # nothing to do: no step can fail, and no lock to give back
     states["rollout-report-after-failure"] = _runner(
         "rolloutreport.write", **report, failed=True, require=[{"salt": "rollout-lock"}],
         onfail=steps, **last

@@ -431,3 +431,111 @@ def test_current_says_on_release_only_when_record_jvm_and_health_agree(tmp_path,
         now = inventory.current(pillar=pillar)
         assert now["on_release"] is False and "program 'x' not found" in now["why"]
         assert now["code"]  # the modules are still reported
+
+
+def _current_env(tmp_path, pillar, record, answer, jvm=None):
+    """Patches for inventory.current: release.read_record/status, javaservice.status,
+    release.preflight and the health GET as MagicMocks (the mocks returned too)."""
+    from unittest.mock import MagicMock, patch
+
+    rel = pillar["release"]["id"]
+    funcs = {
+        "release.read_record": MagicMock(side_effect=lambda t: dict(record)),
+        "release.status": MagicMock(side_effect=lambda t: {**record, "intact": True}),
+        "javaservice.status": MagicMock(side_effect=lambda *a, **k: dict(
+            jvm or {"running": True, "release": rel, "release_note": ""})),
+        "release.preflight": MagicMock(return_value={"comment": "salt://x verified"}),
+    }
+    get = MagicMock(side_effect=lambda *a, **k: dict(answer))
+    checked = MagicMock(side_effect=lambda *a, **k: {"host": inventory.host(*a, **k)})
+    funcs["check_host"] = checked  # not a __salt__ function: patched on the module below
+    patches = (patch.object(inventory, "check_host", checked),
+               patch.dict(inventory.__opts__, {"extension_modules": str(tmp_path / "none")}),
+               patch.dict(inventory.__utils__, {"rollout_http.get": get}),
+               patch.object(inventory, "__salt__", funcs, create=True))
+    return patches, funcs
+
+
+def test_current_quick_reads_the_record_and_health_only(tmp_path, pillar):
+    """Between waves (rollout.gate): no tree hashed (release.status), no JVM scan, no module
+    hashes; on the release when the record names it from the pillar's archive and health
+    answers 200."""
+    import contextlib
+
+    rel = pillar["release"]["id"]
+    record = {"release": rel, "archive_sha256": SHA}
+    answer = {"status": 200}
+    patches, funcs = _current_env(tmp_path, pillar, record, answer)
+    with contextlib.ExitStack() as stack:
+        for item in patches:
+            stack.enter_context(item)
+        now = inventory.current(pillar=pillar, quick=True)
+        assert now["on_release"] is True and now["healthy"] is True and now["code"] is None
+        answer["status"] = 503
+        now = inventory.current(pillar=pillar, quick=True)
+        assert (now["on_release"], now["healthy"]) == (False, False) and "503" in now["why"]
+        answer["status"] = 200
+        record["release"] = "20161201"  # failed and rolled back
+        now = inventory.current(pillar=pillar, quick=True)
+        assert now["on_release"] is False and now["healthy"] is True
+        assert "is on 20161201" in now["why"]
+        record.update(release=rel, archive_sha256="cd" * 32)
+        assert "another archive" in inventory.current(pillar=pillar, quick=True)["why"]
+    funcs["release.status"].assert_not_called()
+    funcs["javaservice.status"].assert_not_called()
+    funcs["release.preflight"].assert_not_called()
+
+
+def test_current_with_preflight_checks_the_archive_of_a_host_with_work(tmp_path, pillar):
+    """The survey's pre-flight (orch.upgrade then needs no pre-flight job): a host not on the
+    release gets the archive check, with its result; a host on the release none; a host
+    whose entry does not hold fails it."""
+    import contextlib
+
+    rel = pillar["release"]["id"]
+    record = {"release": "20161201", "archive_sha256": None}
+    patches, funcs = _current_env(tmp_path, pillar, record, {"status": 200})
+    with contextlib.ExitStack() as stack:
+        for item in patches:
+            stack.enter_context(item)
+        now = inventory.current(pillar=pillar, preflight=True)
+        assert now["preflight"] == {"result": True, "comment": "ecmc-1: salt://x verified"}
+        host = inventory.host(pillar=pillar)
+        funcs["release.preflight"].assert_called_once_with(
+            host["install_dir"], host["source"], SHA)
+        funcs["release.preflight"].side_effect = CommandExecutionError(
+            "release on minion ecmc-1: release archive ...: sha256 mismatch")
+        now = inventory.current(pillar=pillar, preflight=True)
+        assert now["preflight"]["result"] is False and "sha256 mismatch" in now["preflight"]["comment"]
+        # Without preflight (and on the release) no archive check.
+        assert "preflight" not in inventory.current(pillar=pillar)
+        record.update(release=rel, archive_sha256=SHA)
+        calls = funcs["release.preflight"].call_count
+        now = inventory.current(pillar=pillar, preflight=True)
+        assert now["on_release"] is True and "preflight" not in now
+        assert funcs["release.preflight"].call_count == calls
+        # A pillar entry the host refuses: the pre-flight fails with it.
+        funcs["check_host"].side_effect = CommandExecutionError(
+            "ecmc-1: pillar inventory:services:ecmc:start: program 'x' not found")
+        now = inventory.current(pillar=pillar, preflight=True)
+        assert now["preflight"] == {"result": False, "comment": now["why"]}
+        assert "program 'x' not found" in now["why"]
+
+
+def test_policy_is_resolved_once_per_service_and_host(pillar):
+    from unittest.mock import patch
+
+    calls = []
+    resolve = inventory.__utils__["rollout_policy.resolve"]
+
+    def counting(conf, total, key):
+        calls.append(key)
+        return resolve(conf, total, key)
+
+    with patch.dict(inventory.__utils__, {"rollout_policy.resolve": counting}):
+        plan = inventory.plan(pillar=pillar)
+        assert len(calls) == len(plan) == 4
+        calls.clear()
+        host = inventory.host("ecsc-1", pillar=pillar)
+    assert calls == ["inventory:services:ecsc"]
+    assert host["drain"] is None and plan[0]["policy"]["batch"] == 1

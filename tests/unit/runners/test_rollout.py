@@ -139,9 +139,12 @@ def test_a_failed_sync_stops_the_run():
             rollout.answering(["ecsc-1"], sync=True, checked=["ecsc-1"])
 
 
-def _current(on_release=True, code=None, why=None):
-    return {"id": "x", "release": "20170220", "on_release": on_release, "why": why,
-            "code": CODE if code is None else code}
+def _current(on_release=True, code=None, why=None, preflight=None):
+    ret = {"id": "x", "release": "20170220", "on_release": on_release, "why": why,
+           "code": CODE if code is None else code}
+    if preflight is not None:
+        ret["preflight"] = {"result": preflight, "comment": f"preflight {preflight}"}
+    return ret
 
 
 def test_survey_tells_hosts_with_nothing_to_do_from_the_others():
@@ -150,9 +153,16 @@ def test_survey_tells_hosts_with_nothing_to_do_from_the_others():
         "ecsc-2": {"saltutil.running": [{"fun": "state.sls", "jid": "7"}],
                    "inventory.current": _current()},
         "ecmc-1": {"saltutil.running": [],
-                   "inventory.current": _current(False, why="/home/ecmc is on 20161201")},
-        # old modules: not judged, synced
-        "ecmc-2": {"saltutil.running": [], "inventory.current": _current(code={})},
+                   "inventory.current": _current(False, why="/home/ecmc is on 20161201",
+                                                 preflight=True)},
+        # old modules: not judged (its pre-flight neither), synced
+        "ecmc-2": {"saltutil.running": [],
+                   "inventory.current": _current(False, code={}, preflight=True)},
+        # a refused pre-flight, and one passed while a state job runs: both get the job
+        "schedule-res-1": {"saltutil.running": [],
+                           "inventory.current": _current(False, preflight=False)},
+        "schedule-res-2": {"saltutil.running": [{"fun": "state.sls", "jid": "8"}],
+                           "inventory.current": _current(False, preflight=True)},
         "schedule-1": {"saltutil.running": [],
                        "inventory.current": "'inventory.current' is not available."},
     }
@@ -161,13 +171,17 @@ def test_survey_tells_hosts_with_nothing_to_do_from_the_others():
             patch.object(rollout, "master_code", return_value=CODE):
         ret = rollout.survey(list(answers) + ["schedule-2"], pillar={"release": {"id": "r"}})
     assert ret["current"] == ["ecsc-1"]
-    assert ret["busy"] == {"ecsc-2": ["state.sls jid 7"]}
-    assert ret["stale"] == ["ecmc-2", "schedule-1", "schedule-2"]
+    assert ret["busy"] == {"ecsc-2": ["state.sls jid 7"], "schedule-res-2": ["state.sls jid 8"]}
+    # A silent host is only silent (the orchestration syncs stale and silent hosts).
+    assert ret["stale"] == ["ecmc-2", "schedule-1"]
     assert ret["silent"] == ["schedule-2"]
     assert ret["why"]["ecmc-1"] == "/home/ecmc is on 20161201"
-    # One job, the orchestration's pillar passed to the minions.
+    # Only ecmc-1's pre-flight counts: idle, the master's modules, passed.
+    assert ret["preflight"] == {"ecmc-1": "preflight True"}
+    # One job, the orchestration's pillar passed to the minions, the pre-flight asked for.
     assert jobs.calls == [(list(answers) + ["schedule-2"], ["saltutil.running", "inventory.current"],
-                           [[], [{"__kwarg__": True, "pillar": {"release": {"id": "r"}}}]])]
+                           [[], [{"__kwarg__": True, "pillar": {"release": {"id": "r"}},
+                                  "preflight": True}]])]
 
 
 def test_master_code_hashes_the_shipped_modules_of_the_file_server(tmp_path):
@@ -218,9 +232,9 @@ def _render_upgrade(survey, pillar_extra=None):
         return module.run(), hosts
 
 
-def _survey_of(current=(), stale=(), busy=None, silent=()):
+def _survey_of(current=(), stale=(), busy=None, silent=(), preflight=()):
     return {"current": list(current), "stale": list(stale), "busy": busy or {},
-            "silent": list(silent), "why": {}}
+            "silent": list(silent), "preflight": {h: f"{h}: ok" for h in preflight}, "why": {}}
 
 
 def test_render_gives_hosts_already_on_the_release_no_job_and_syncs_only_stale_ones():
@@ -238,7 +252,8 @@ def test_render_gives_hosts_already_on_the_release_no_job_and_syncs_only_stale_o
     assert not any("saltutil.sync_all" in str(step) for step in states.values())
     answer = dict(kv for item in states["minions-answer"]["salt.runner"] for kv in item.items())
     work = [h for h in hosts if h not in current]
-    assert answer["hosts"] == work and answer["sync"] == ["ecmc-1"]
+    # The stale host and the silent one (synced once it answers).
+    assert answer["hosts"] == work and answer["sync"] == ["ecmc-1", "ecmc-2"]
     assert answer["checked"] == [h for h in work if h != "ecmc-2"]  # the silent one is asked
     preflight = dict(kv for item in states["preflight"]["salt.state"] for kv in item.items())
     assert preflight["tgt"] == work
@@ -250,6 +265,35 @@ def test_render_gives_hosts_already_on_the_release_no_job_and_syncs_only_stale_o
     assert {"test": "upgrade-schedule-1"} in schedule2["require"]
 
 
+def test_render_runs_a_preflight_job_only_on_hosts_the_survey_did_not_preflight():
+    """The survey's pre-flight (inventory.current preflight=True) counts for the hosts it
+    passed on; the others (here ecmc-2: stale, silent or refused) get the job, after the
+    lock and the answering step; with all passed, no pre-flight job at all."""
+    work = ["ecmc-1", "ecmc-2", "schedule-1", "schedule-2", "schedule-res-1", "schedule-res-2"]
+    current = ["ecsc-1", "ecsc-2"]
+    states, _ = _render_upgrade(_survey_of(current=current, stale=["ecmc-2"],
+                                           preflight=[h for h in work if h != "ecmc-2"]))
+    fun, preflight = _args(states["preflight"])
+    assert fun == "salt.state" and preflight["sls"] == "release.preflight"
+    assert preflight["tgt"] == ["ecmc-2"] and preflight["require"] == [{"salt": "minions-answer"}]
+    fun, ecmc1 = _args(states["upgrade-ecmc-1"])
+    assert fun == "salt.state" and {"salt": "preflight"} in ecmc1["require"]
+
+    states, _ = _render_upgrade(_survey_of(current=current, preflight=work))
+    fun, preflight = _args(states["preflight"])
+    assert fun == "test.configurable_test_state"
+    assert preflight["result"] is True and preflight["require"] == [{"salt": "minions-answer"}]
+    assert "ecmc-1, ecmc-2, schedule-1" in preflight["comment"]
+    assert not any(step.get("salt.state") and _args(step)[1]["sls"] == "release.preflight"
+                   for step in states.values())
+    fun, ecmc1 = _args(states["upgrade-ecmc-1"])
+    assert fun == "salt.state" and {"test": "preflight"} in ecmc1["require"]
+    # The lock still guards the real work: taken first, given back after success or failure.
+    assert _args(states["minions-answer"])[1]["require"] == [{"salt": "rollout-lock"}]
+    assert {"test": "preflight"} in _args(states["rollout-unlock"])[1]["require"]
+    assert {"test": "preflight"} in _args(states["rollout-unlock-after-failure"])[1]["onfail"]
+
+
 def test_render_of_a_fleet_already_on_the_release_runs_no_minion_job():
     states, hosts = _render_upgrade(_survey_of(current=[
         "ecsc-1", "ecsc-2", "ecmc-1", "ecmc-2", "schedule-1", "schedule-2", "schedule-res-1",
@@ -257,7 +301,13 @@ def test_render_of_a_fleet_already_on_the_release_runs_no_minion_job():
     assert "minions-answer" not in states
     assert not any(fun in ("salt.state", "salt.function")
                    for step in states.values() for fun in step)
-    assert "rollout-lock" in states and "rollout-unlock" in states
+    # Nothing to guard: no lock taken or given back; the report (and its summary) still.
+    assert not any(sid.startswith(("rollout-lock", "rollout-unlock")) for sid in states)
+    fun, report = _args(states["rollout-report"])
+    assert fun == "salt.runner" and report["name"] == "rolloutreport.write"
+    assert report["unchanged"] == hosts
+    assert {"test": "upgrade-ecsc-1"} in report["require"]
+    assert [sid for sid, step in states.items() if "salt.runner" in step] == ["rollout-report"]
 
 
 def test_render_keeps_every_step_after_the_hosts_parallel_in_a_parallel_run():
@@ -312,7 +362,8 @@ def test_render_of_a_batched_service_gives_one_job_per_wave_and_gates_between():
 
 def _answers(on_release=(), healthy=()):
     def fake_cmd(hosts, fun, timeout, arg=()):
-        assert fun == "inventory.current"
+        # Between waves: the deployed record and health only, no tree hashing.
+        assert fun == "inventory.current" and list(arg) == [{"__kwarg__": True, "quick": True}]
         return {h: {"on_release": h in on_release, "healthy": h in healthy,
                     "why": None if h in on_release else f"{h} is on 20161201"} for h in hosts}
     return fake_cmd
