@@ -1,5 +1,6 @@
 """The lab's load balancer: one HAProxy (Debian's package) in front of every service's hosts,
-each service on its own loopback address, with HAProxy's runtime API for drain and undrain.
+each service on its own loopback address, with HAProxy's runtime API for drain and undrain,
+and a small HTTP agent in front of that API: the lab pillar's drain/undrain hooks.
 
     python -m lab.balancer up              # idempotent; writes .lab/balancer/haproxy.cfg
     python -m lab.balancer status          # each backend server: state, sessions, checks
@@ -8,22 +9,25 @@ each service on its own loopback address, with HAProxy's runtime API for drain a
     python -m lab.balancer down
 
 A service's balancer address is 127.0.3.<201 + its index in the inventory> on the service's
-port; the backends are the lab hosts' own addresses. The drain/undrain commands are what the
-lab pillar's rollout hooks call.
+port; the backends are the lab hosts' own addresses. The agent (``serve``, started by ``up``)
+answers ``POST http://127.0.3.200:9000/drain/<host>?timeout=S`` (and ``/undrain/``) with 200
+once done, 503 and the reason otherwise: the same drain/undrain as the commands above, called
+by the rollout's HTTP hooks (no interpreter started per hook: a hook costs milliseconds).
 """
 
 import argparse
 import csv
+import http.server
 import io
 import os
 import socket
 import subprocess
 import sys
 import time
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
-# Run as a script too (`python /repo/lab/balancer.py drain ecsc-1`: the rollout's hooks run
-# it from any cwd), so the repo root must be importable.
+# Run as a script too (`python /repo/lab/balancer.py drain ecsc-1`, from any cwd), so the
+# repo root must be importable.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lab import labctl  # noqa: E402  pylint: disable=wrong-import-position
@@ -32,10 +36,16 @@ BALANCER_DIR = labctl.LAB / "balancer"
 CONFIG = BALANCER_DIR / "haproxy.cfg"
 PIDFILE = BALANCER_DIR / "haproxy.pid"
 ADMIN_SOCKET = BALANCER_DIR / "admin.sock"
-FIRST_OCTET = 201  # 127.0.3.201.. : above every lab host's address
-# Health checks every 200 ms: a stopped host leaves rotation within ~0.4 s even undrained,
-# which is what the comparison "without drain" measures.
-CHECK = "check inter 200ms fastinter 100ms fall 2 rise 2"
+FIRST_OCTET = 201  # 127.0.3.201.. : above every lab host's address (extra hosts: .100-.199)
+AGENT = ("127.0.3.200", 9000)  # the drain/undrain agent
+AGENT_URL = f"http://{AGENT[0]}:{AGENT[1]}"
+AGENT_PIDFILE = BALANCER_DIR / "agent.pid"
+AGENT_LOG = BALANCER_DIR / "agent.log"
+# Health checks every 100 ms (50 ms while a server changes state): a restarted host is UP
+# again ~0.15 s after it answers, so undrain waits little; a stopped host leaves rotation
+# within ~0.2 s even undrained, which is what the comparison "without drain" measures.
+CHECK = "check inter 100ms fastinter 50ms fall 2 rise 2"
+POLL = 0.02  # seconds between two looks at a server's sessions or state
 
 
 def services(hosts=None):
@@ -73,6 +83,9 @@ def config_text(hosts=None):
         "    timeout connect 1s",
         "    timeout client 10s",
         "    timeout server 10s",
+        # A check's answer may take this long (a JVM on a busy machine) without the server
+        # counting as down; without it the check timeout would be `inter` (100 ms).
+        "    timeout check 1s",
         # A connection refused by a stopping host is retried on the other one.
         "    retries 2",
         "    option redispatch",
@@ -97,27 +110,49 @@ def pid():
     return labctl._daemon_pid(PIDFILE, str(CONFIG))  # pylint: disable=protected-access
 
 
+def agent_pid():
+    """The drain/undrain agent's pid if it runs (its pid file + `lab.balancer serve`)."""
+    return labctl._daemon_pid(AGENT_PIDFILE, "lab.balancer serve")  # pylint: disable=protected-access
+
+
+def _agent_answers():
+    try:
+        with socket.create_connection(AGENT, timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def up(hosts=None):
+    """HAProxy (restarted only when its config changed) and the drain/undrain agent."""
+    running = start_haproxy(hosts)
+    if not agent_pid():
+        # pylint: disable-next=protected-access
+        labctl._spawn([str(labctl.VENV_BIN / "python"), "-m", "lab.balancer", "serve"],
+                      AGENT_LOG)
+        labctl.wait_for(_agent_answers, 10, f"the balancer agent on {AGENT_URL}", interval=POLL)
+    return running
+
+
+def start_haproxy(hosts=None):
     BALANCER_DIR.mkdir(parents=True, exist_ok=True)
     text = config_text(hosts)
     running = pid()
     if running and CONFIG.exists() and CONFIG.read_text() == text:
         return running
     if running:
-        down()
+        labctl.stop_pids([running])
     CONFIG.write_text(text)
     subprocess.run(["haproxy", "-c", "-q", "-f", str(CONFIG)], check=True)
     subprocess.run(["haproxy", "-D", "-f", str(CONFIG), "-p", str(PIDFILE)], check=True,
                    stdin=subprocess.DEVNULL)
-    labctl.wait_for(lambda: pid() and ADMIN_SOCKET.exists(), 10, "haproxy to start")
-    return pid()
+    return labctl.wait_for(lambda: ADMIN_SOCKET.exists() and pid(), 10, "haproxy to start",
+                           interval=POLL)
 
 
 def down():
-    running = pid()
-    if running:
-        labctl.stop_pids([running])
-    for path in (PIDFILE, ADMIN_SOCKET):
+    labctl.stop_pids([p for p in (agent_pid(), pid()) if p])  # both at once: one wait
+    for path in (PIDFILE, ADMIN_SOCKET, AGENT_PIDFILE):
         path.unlink(missing_ok=True)
 
 
@@ -155,38 +190,86 @@ def _backend(host_id):
     return server["service"]
 
 
+def _set_state(host_id, state):
+    backend = _backend(host_id)
+    answer = command(f"set server {backend}/{host_id} state {state}").strip()
+    if answer:
+        raise SystemExit(f"balancer: {state} {host_id}: {answer}")
+
+
 def drain(host_id, timeout=10.0):
     """Take a host out of rotation and wait until it has no session left (bounded)."""
-    backend = _backend(host_id)
-    answer = command(f"set server {backend}/{host_id} state drain").strip()
-    if answer:
-        raise SystemExit(f"balancer: drain {host_id}: {answer}")
-    deadline = time.monotonic() + timeout
-    while (left := stats()[host_id]["sessions"]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if left:
-        raise SystemExit(f"balancer: {host_id} still has {left} sessions after {timeout:g}s")
+    _set_state(host_id, "drain")
+    labctl.wait_for(lambda: stats()[host_id]["sessions"] == 0, timeout,
+                    f"{host_id}'s sessions on the balancer to end", interval=POLL)
 
 
 def undrain(host_id, timeout=10.0):
     """Put a host back in rotation and wait until HAProxy's checks see it UP (bounded): the
     partner must not be drained while this host still counts as down."""
-    backend = _backend(host_id)
-    answer = command(f"set server {backend}/{host_id} state ready").strip()
-    if answer:
-        raise SystemExit(f"balancer: undrain {host_id}: {answer}")
-    deadline = time.monotonic() + timeout
-    while (status := stats()[host_id]["status"]) != "UP" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if status != "UP":
-        raise SystemExit(f"balancer: {host_id} is {status}, not UP, {timeout:g}s after undrain")
+    _set_state(host_id, "ready")
+    # "UP 1/2": up, one check failed since: still in rotation.
+    labctl.wait_for(lambda: stats()[host_id]["status"].startswith("UP"), timeout,
+                    f"the balancer's checks to see {host_id} UP", interval=POLL)
+
+
+VERBS = {"drain": drain, "undrain": undrain}
 
 
 def hook(verb, timeout=10):
-    """The lab pillar's drain/undrain hook: this script's command line for a host."""
-    return {"cmd": [sys.executable, os.path.abspath(__file__), verb, "{host}",
-                    "--timeout", str(timeout)],
+    """The lab pillar's drain/undrain hook (an HTTP call to the agent) for every host."""
+    return {"http": f"{AGENT_URL}/{verb}/{{host}}?timeout={timeout:g}", "method": "POST",
             "timeout": timeout + 5}
+
+
+class _Agent(http.server.BaseHTTPRequestHandler):
+    """POST /drain/<host>?timeout=S, POST /undrain/<host>: 200 when done, 503 and why not;
+    GET /status: every server's state. One thread per request: a wave's hosts at once."""
+
+    def do_POST(self):  # pylint: disable=invalid-name
+        parts = urlsplit(self.path)
+        verb, _, host_id = parts.path.strip("/").partition("/")
+        if verb not in VERBS or not host_id or "/" in host_id:
+            self._answer(404, f"no such hook: {parts.path} (POST /drain/<host>, /undrain/<host>)")
+            return
+        try:
+            timeout = float(parse_qs(parts.query).get("timeout", ["10"])[0])
+        except ValueError:
+            self._answer(400, f"timeout must be seconds: {parts.query}")
+            return
+        began = time.monotonic()
+        try:
+            VERBS[verb](host_id, timeout)
+        except SystemExit as exc:  # drain/undrain fail as the command line does: say why
+            self._answer(503, str(exc))
+        except OSError as exc:  # HAProxy's runtime API not there (the balancer is down)
+            self._answer(503, f"balancer: {ADMIN_SOCKET}: {exc}")
+        else:
+            self._answer(200, f"{verb} {host_id}: done in {time.monotonic() - began:.3f}s")
+
+    def do_GET(self):  # pylint: disable=invalid-name
+        self._answer(200, "\n".join(f"{h} {s['service']} {s['status']} sessions {s['sessions']}"
+                                    for h, s in stats().items()))
+
+    def _answer(self, status, text):
+        body = (text + "\n").encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+        sys.stderr.write(f"{time.strftime('%H:%M:%S')} {format % args}\n")
+
+
+def serve(address=AGENT):
+    """Run the agent (foreground; `up` starts it detached, its pid in agent.pid)."""
+    server = http.server.ThreadingHTTPServer(address, _Agent)
+    server.daemon_threads = True
+    if address == AGENT:
+        AGENT_PIDFILE.write_text(f"{os.getpid()}\n")
+    server.serve_forever()
 
 
 def main(argv=None):
@@ -195,6 +278,7 @@ def main(argv=None):
     sub.add_parser("up")
     sub.add_parser("down")
     sub.add_parser("status")
+    sub.add_parser("serve", help="the drain/undrain agent (foreground; `up` starts it)")
     for verb in ("drain", "undrain"):
         one = sub.add_parser(verb)
         one.add_argument("host")
@@ -209,10 +293,10 @@ def main(argv=None):
         for host_id, server in stats().items():
             print(f"{host_id:16} {server['service']:14} {server['status']:10} "
                   f"sessions {server['sessions']}")
-    elif args.verb == "drain":
-        drain(args.host, args.timeout)
+    elif args.verb == "serve":
+        serve()
     else:
-        undrain(args.host, args.timeout)
+        VERBS[args.verb](args.host, args.timeout)
     return 0
 
 

@@ -122,10 +122,15 @@ def sha256_of(release, service):
 
 
 def write_pillar(hosts):
-    """The lab's pillar overrides (read by pillar/lab.sls): addresses, roots, archive sums."""
+    """The lab's pillar overrides (read by pillar/lab.sls): addresses, roots, archive sums,
+    and every service's drain/undrain hooks on the lab's load balancer (lab/balancer.py)."""
+    from lab import balancer  # imports this module: loaded only when used
+
+    hooks = {verb: balancer.hook(verb) for verb in balancer.VERBS}
     services = {}
     for host in hosts:
-        entry = services.setdefault(host["service"], {"hosts": {}})
+        entry = services.setdefault(
+            host["service"], {"hosts": {}, **{verb: dict(h) for verb, h in hooks.items()}})
         entry["hosts"][host["id"]] = {"address": host["address"], "root": str(host["root"])}
     inventory = {"services": services}
     if any(h["prod_address"] == "-" for h in hosts):
@@ -375,14 +380,16 @@ def salt_cmd(*args, timeout=60):
     )
 
 
-def wait_for(predicate, timeout, what):
+def wait_for(predicate, timeout, what, interval=0.5):
+    """predicate()'s first true result, polled every ``interval`` s; SystemExit naming
+    ``what`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = predicate()
         if result:
             return result
-        time.sleep(0.5)
-    raise SystemExit(f"lab: timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+    raise SystemExit(f"lab: timed out after {timeout:g}s waiting for {what}")
 
 
 def ping_all(ids):
@@ -469,13 +476,14 @@ def down(args):
 
 
 def listening_lab_ports():
-    """Lab sockets still listening: master ports on 127.0.0.1, services and balancers on lab
-    addresses."""
+    """Lab sockets still listening: master ports on 127.0.0.1, services, balancers and the
+    balancer's agent on lab addresses."""
     from lab import balancer
 
     hosts = load_hosts()
     addresses = {h["address"] for h in hosts}
     addresses |= {entry["address"] for entry in balancer.services(hosts).values()}
+    addresses.add(balancer.AGENT[0])
     found = []
     for conn in psutil.net_connections(kind="tcp"):
         if conn.status != psutil.CONN_LISTEN or not conn.laddr:
