@@ -4,10 +4,13 @@
     resume what an interrupted run left (if anything) -> verify + stage the archive -> back
     up the live dir (service still running) -> stop -> swap the staged tree in -> start ->
     ready gate (log after offset + HTTP) -> fixed issues -> old backups pruned
-    (release:keep_backups)
+    (release:keep_backups) -> back in rotation (pillar undrain hook) -> a canary's soak
+    (pillar rollout_soak, set by orch.upgrade for its canary wave only)
 
 Only stop + swap + start are downtime. A host already on the release is left alone (no stop,
-no restart). If anything fails after the stop, the rollback step (armed here with onfail, the
+no restart). A canary soaks in rotation, serving real traffic: its JVM, health and fatal log
+patterns watched for the soak time (balancer.soaked); a failed soak drains it again. If
+anything fails after the stop (the soak too), the rollback step (armed here with onfail, the
 same step release.rollback runs) puts the backup back and starts the service again; the state
 run still fails, so the orchestration stops before the partner host and exits non-zero.
 
@@ -102,8 +105,7 @@ def run():
         {"ready": host["ready"]}, {"fatal": host["fatal"]}, {"url": host["health_url"]},
         {"timeout": host["ready_timeout"]},
         # A JVM that dies right after it became ready (crash loop) is caught here, not later.
-        # A canary's settle time is its soak (orch.upgrade passes rollout_soak to it only).
-        {"settle": max(host["settle"], __pillar__.get("rollout_soak") or 0)},
+        {"settle": host["settle"]},
         {"require": [staged, swapped]},
     ] + identity}
     states["event-ready"] = event("ready", onchanges=[{"javaservice": "ready"}])
@@ -137,16 +139,29 @@ def run():
         {"onchanges": [swapped, resumed]}, {"require": fixes or [{"javaservice": "ready"}]},
     ]}
     # Back in rotation once every gate passed (pillar undrain hook).
+    gates = fixes or [{"javaservice": "ready"}]
     if host["undrain"]:
         states["in-rotation"] = {"balancer.in_rotation": [
-            {"name": svc}, {"onchanges": [swapped, resumed]},
-            {"require": fixes or [{"javaservice": "ready"}]},
+            {"name": svc}, {"onchanges": [swapped, resumed]}, {"require": gates},
         ]}
+    # A canary's soak (orch.upgrade passes rollout_soak to its canary wave only): in rotation,
+    # serving real traffic, watched as in the ready gate's settle time; a failed soak drains
+    # the host again and fails, so the rollback below puts the old release back.
+    soak = __pillar__.get("rollout_soak") or 0
+    soaked = [{"balancer": "soaked"}] if soak else []
+    if soak:
+        states["soaked"] = {"balancer.soaked": [
+            {"name": svc}, {"seconds": soak}, {"logs": sorted(host["logs"].values())},
+            {"fatal": host["fatal"]}, {"url": host["health_url"]},
+            {"timeout": host["ready_timeout"]}, {"onchanges": [swapped, resumed]},
+            {"require": [{"balancer": "in-rotation"}] if host["undrain"] else gates},
+        ] + identity}
 
     if not test:
         # Armed rollback: only when a step from the stop on failed, and never on a host whose
         # backup was not made (nothing was stopped there). Left out of a dry run.
-        after_stop = [{"javaservice": "stopped"}, swapped, {"javaservice": "ready"}] + fixes
+        after_stop = ([{"javaservice": "stopped"}, swapped, {"javaservice": "ready"}] + fixes
+                      + soaked)
         states["event-failed"] = event(
             "failed", onfail=[resumed, staged, {"backup": "backed-up"}] + drained + after_stop
         )

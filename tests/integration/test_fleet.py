@@ -1,11 +1,13 @@
 """Issue 11 on the lab, the small case that runs in `make test`: ecsc grown to three hosts
-(a scale lab of nine), `batch: 2`, `max_fail: 1`, its drain/undrain hooks wired to the lab's
-HAProxy, and steady traffic through the balancer during the whole `orch.upgrade`.
+(a scale lab of nine), a canary with a short soak, then `batch: 2`, `max_fail: 1`; the lab
+pillar's drain/undrain hooks (HTTP calls to the lab balancer's agent, in front of HAProxy's
+runtime API), and steady traffic through the balancer during the whole `orch.upgrade`.
 
-Shown on the real thing: the first wave (ecsc-1 + ecsc-2) is one job and the third host goes
-only after it; every host ends on v2 with a new JVM; the prober never sees more ecsc hosts down
-at once than max_unavailable (2); no request through the balancer failed; the lab goes back to
-its eight hosts."""
+Shown on the real thing: the canary (ecsc-1) goes alone, drained before its stop, back in
+rotation after its gates, then soaked there (serving) before the gate; the second wave (ecsc-2
++ ecsc-3) is one job and stops only after the canary answered again; every host ends on v2
+with a new JVM; the prober never sees more ecsc hosts down at once than max_unavailable (2); no
+request through the balancer failed; the lab goes back to its eight hosts."""
 
 import argparse
 import json
@@ -17,6 +19,7 @@ from lab.prober import Prober
 from tests.integration.conftest import run_cli
 
 RELEASE_V2 = "20170220"
+SOAK = 1  # seconds: the canary's soak in rotation (kept short: this runs in `make test`)
 
 
 @pytest.fixture
@@ -30,13 +33,13 @@ def nine(lab):
         lab.up(argparse.Namespace(hosts=None))
 
 
-def test_three_hosts_in_waves_of_two_under_load_lose_no_request(lab, nine):
+def test_a_canary_then_a_wave_of_two_under_load_lose_no_request(lab, nine):
     ecsc = [nine[h] for h in ("ecsc-1", "ecsc-2", "ecsc-3")]
     faults.reset_hosts(ecsc)
     before = {h["id"]: set(lab.service_pids(h)) for h in ecsc}
-    hooks = {"drain": balancer.hook("drain"), "undrain": balancer.hook("undrain")}
+    # The hooks are the lab pillar's (lab/labctl.py write_pillar): none given here.
     pillar = {"services": ["ecsc"], "inventory": {"services": {"ecsc": {
-        "batch": 2, "max_fail": 1, **hooks}}}}
+        "canary": 1, "soak": SOAK, "batch": 2, "max_fail": 1}}}}
     load = loadclient.Load({"ecsc": balancer.url("ecsc")}, rate=40, seconds=300)
     with Prober(["ecsc"]) as probe:
         load.start()
@@ -48,10 +51,26 @@ def test_three_hosts_in_waves_of_two_under_load_lose_no_request(lab, nine):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     steps = {key.split("_|-")[1]: ret for key, ret in
              next(iter(json.loads(proc.stdout)["data"].values())).items()}
-    # One job for the first wave, then ecsc-3 after the gate.
-    assert sorted(steps["upgrade-ecsc-wave-1"]["changes"]["ret"]) == ["ecsc-1", "ecsc-2"]
-    assert list(steps["upgrade-ecsc-3"]["changes"]["ret"]) == ["ecsc-3"]
+    # The canary alone, then one job for the second wave after the gate.
+    canary = steps["upgrade-ecsc-1"]["changes"]["ret"]
+    assert list(canary) == ["ecsc-1"]
+    assert sorted(steps["upgrade-ecsc-wave-2"]["changes"]["ret"]) == ["ecsc-2", "ecsc-3"]
     assert steps["gate-ecsc-1"]["result"] is True and steps["gate-ecsc-2"]["result"] is True
+    # Every host drained and undrained through the lab pillar's hooks (the balancer's agent).
+    wave = steps["upgrade-ecsc-wave-2"]["changes"]["ret"]
+    for minion, states in [*canary.items(), *wave.items()]:
+        states = {key.split("_|-")[1]: ret for key, ret in states.items()}
+        for sid, verb in (("drained", "drain"), ("in-rotation", "undrain")):
+            assert states[sid]["result"] is True, (minion, states[sid])
+            assert states[sid]["changes"][f"{verb}ed"]["hook"] == (
+                f"POST {balancer.AGENT_URL}/{verb}/{minion}?timeout=10"), (minion, states[sid])
+        # The canary soaked after it was back in rotation; the others did not soak.
+        if minion == "ecsc-1":
+            assert states["soaked"]["result"] is True, states["soaked"]
+            assert states["soaked"]["changes"]["soaked"]["seconds"] == SOAK
+            assert states["soaked"]["__run_num__"] > states["in-rotation"]["__run_num__"]
+        else:
+            assert "soaked" not in states
     for host in ecsc:
         assert lab.health(host)["release"] == RELEASE_V2, host["id"]
         assert set(lab.service_pids(host)).isdisjoint(before[host["id"]]), host["id"]
@@ -59,7 +78,7 @@ def test_three_hosts_in_waves_of_two_under_load_lose_no_request(lab, nine):
     windows = {h: report["hosts"][h]["windows"] for h in ("ecsc-1", "ecsc-2", "ecsc-3")}
     assert all(len(w) == 1 for w in windows.values()), windows
     assert report["services"]["ecsc"]["max_down"] <= 2
-    # ecsc-3 stopped only after both hosts of the first wave answered again.
-    assert windows["ecsc-3"][0]["start"] > max(windows[h][0]["end"] for h in ("ecsc-1", "ecsc-2"))
+    # The second wave stopped only after the canary answered again (and soaked).
+    assert min(windows[h][0]["start"] for h in ("ecsc-2", "ecsc-3")) > windows["ecsc-1"][0]["end"]
     # The drain hooks kept every request off the stopping JVMs.
     assert traffic["requests"] > 100 and traffic["failed"] == 0, traffic
