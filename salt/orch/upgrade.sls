@@ -138,22 +138,30 @@ def run():
         # nothing, so it needs no lock, no answering step and no pre-flight).
         states["rollout-lock"] = _runner("rolloutlock.acquire", kind="upgrade", owner=owner,
                                          hosts=hosts)
-        states["minions-answer"] = _runner(
-            "rollout.answering", hosts=work, command="orch.upgrade", sync=sync, checked=idle,
-            require=[{"salt": "rollout-lock"}],
-        )
+        after_lock = [{"salt": "rollout-lock"}]
+        if sync or set(work) - set(idle):
+            # Only when it has something to do: a host the survey did not see answer idle,
+            # or modules to sync (every host it saw idle with the master's modules needs
+            # neither, and the step would cost a runner round for nothing).
+            states["minions-answer"] = _runner(
+                "rollout.answering", hosts=work, command="orch.upgrade", sync=sync,
+                checked=idle, require=after_lock,
+            )
+            after_lock = [{"salt": "minions-answer"}]
         if unchecked:
             states["preflight"] = _step(
                 "release.preflight", unchecked, passthrough,
-                expect_minions=True, require=[{"salt": "minions-answer"}],
+                expect_minions=True, require=after_lock,
             )
         else:
             states["preflight"] = _nothing_to_do(
                 f"pre-flight passed while the run planned (pillar entry, archive verified, "
-                f"room for backup and staging): {', '.join(work)}",
-                [{"salt": "minions-answer"}])
+                f"room for backup and staging): {', '.join(work)}", after_lock)
     else:
         states["preflight"] = _nothing_to_do(f"every targeted host is already on {release}", [])
+        # Nothing runs in the background: every step in turn, none forked (a parallel step
+        # is a process of its own, and the state loop polls for it).
+        parallel = False
     # Each service goes in waves (its rollout policy, inventory.plan: the runbook's pairs are
     # one host per wave, host 1 then host 2). Not parallel: steps run one at a time in the
     # order written here, the runbook's order. A wave runs only if the one before it passed.

@@ -282,16 +282,35 @@ def test_render_runs_a_preflight_job_only_on_hosts_the_survey_did_not_preflight(
     states, _ = _render_upgrade(_survey_of(current=current, preflight=work))
     fun, preflight = _args(states["preflight"])
     assert fun == "test.configurable_test_state"
-    assert preflight["result"] is True and preflight["require"] == [{"salt": "minions-answer"}]
+    # Every host with work answered idle with the master's modules: no answering step either.
+    assert "minions-answer" not in states
+    assert preflight["result"] is True and preflight["require"] == [{"salt": "rollout-lock"}]
     assert "ecmc-1, ecmc-2, schedule-1" in preflight["comment"]
     assert not any(step.get("salt.state") and _args(step)[1]["sls"] == "release.preflight"
                    for step in states.values())
     fun, ecmc1 = _args(states["upgrade-ecmc-1"])
     assert fun == "salt.state" and {"test": "preflight"} in ecmc1["require"]
     # The lock still guards the real work: taken first, given back after success or failure.
-    assert _args(states["minions-answer"])[1]["require"] == [{"salt": "rollout-lock"}]
     assert {"test": "preflight"} in _args(states["rollout-unlock"])[1]["require"]
     assert {"test": "preflight"} in _args(states["rollout-unlock-after-failure"])[1]["onfail"]
+
+
+def test_render_asks_the_minions_again_only_when_the_survey_could_not_tell():
+    """The answering step only for a host the survey did not see answer idle, or modules to
+    sync; hosts it saw idle with the master's modules are not asked again."""
+    for survey, sync, checked in (
+            (_survey_of(silent=["ecmc-2"]), ["ecmc-2"], "ecmc-2"),
+            (_survey_of(busy={"ecmc-2": ["state.sls jid 7"]}), [], "ecmc-2"),
+            (_survey_of(stale=["ecmc-2"]), ["ecmc-2"], None)):
+        states, hosts = _render_upgrade(survey)
+        fun, answer = _args(states["minions-answer"])
+        assert answer["name"] == "rollout.answering" and answer["sync"] == sync
+        assert answer["hosts"] == hosts and answer["require"] == [{"salt": "rollout-lock"}]
+        assert answer["checked"] == [h for h in hosts if h != checked]
+        assert _args(states["preflight"])[1]["require"] == [{"salt": "minions-answer"}]
+    states, hosts = _render_upgrade(_survey_of())
+    assert "minions-answer" not in states
+    assert _args(states["preflight"])[1]["require"] == [{"salt": "rollout-lock"}]
 
 
 def test_render_of_a_fleet_already_on_the_release_runs_no_minion_job():
@@ -308,6 +327,9 @@ def test_render_of_a_fleet_already_on_the_release_runs_no_minion_job():
     assert report["unchanged"] == hosts
     assert {"test": "upgrade-ecsc-1"} in report["require"]
     assert [sid for sid, step in states.items() if "salt.runner" in step] == ["rollout-report"]
+    # Nothing runs in the background: no step is forked off the state loop.
+    assert not any({"parallel": True} in args for step in states.values()
+                   for args in step.values())
 
 
 def test_render_keeps_every_step_after_the_hosts_parallel_in_a_parallel_run():
