@@ -13,13 +13,15 @@ Same work as the orchestration, nothing done twice:
 2. per host: back up the program dir to ``<parent>/<name>_<release>`` (temp dir, each file
    read once to copy and hash it, sha256 manifest, syncfs, rename) while the service runs;
    unpack into ``<parent>/.<name>.staging`` (tarfile's data filter) with the host-local
-   ``keep`` files carried over; stop the JVM (its signal, wait, SIGKILL after its timeout);
+   ``keep`` files carried over; the service's ``drain`` hook (the pillar's, as the states run
+   it: an HTTP call or a command, with its timeout; the lab's: its load balancer's agent);
+   stop the JVM (its signal, wait, SIGKILL after its timeout);
    swap (two renames and the deployed record, Salt's format); start it with the runbook's
    command, detached; the ready gate (ready patterns searched after the byte offsets taken
    just before the start, no fatal pattern, health URL 200), the settle time during which the
    JVM must stay up and healthy, and meanwhile the fixed-issue checks (ecmc's balance 12.345
    over HTTP; two new ``log.money.*`` lines with a timestamp after the start and none
-   without); then old backups pruned (``release:keep_backups``);
+   without); then old backups pruned (``release:keep_backups``) and the ``undrain`` hook;
 3. services side by side (one thread each), hosts of a service in batches of ``--batch``
    (default 1: the runbook's pairs, host 1 then host 2), a batch's hosts side by side; a host
    that fails stops its service's later batches (it is left as it is, not rolled back:
@@ -27,8 +29,8 @@ Same work as the orchestration, nothing done twice:
 
 No fixed sleeps: every wait polls at ``POLL`` (50 ms). Hosts, paths and checks come from
 ``pillar/inventory.sls`` (through ``lab.labctl.load_hosts``: lab addresses and roots),
-``pillar/release.sls`` and the lab's ``.lab/pillar.yaml`` (archive sha256), resolved as
-``inventory.host`` does. The per-host step times are printed as a table.
+``pillar/release.sls`` and the lab's ``.lab/pillar.yaml`` (archive sha256, drain/undrain
+hooks), resolved as ``inventory.host`` does (the hooks by ``_utils/rollout_policy.py``). The per-host step times are printed as a table.
 """
 
 import argparse
@@ -37,6 +39,7 @@ import ctypes.util
 import datetime
 import hashlib
 import http.client
+import importlib.util
 import io
 import json
 import os
@@ -74,7 +77,8 @@ MONEY_LINES = 2  # probe.log_lines' count
 MANIFEST = ".backup-manifest.json"
 RELEASE_SLS = labctl.REPO / "pillar" / "release.sls"
 LAB_PILLAR = labctl.LAB / "pillar.yaml"
-STEPS = ("backup", "stage", "stop", "swap", "start", "ready", "settle+checks", "prune")
+STEPS = ("backup", "stage", "drain", "stop", "swap", "start", "ready", "settle+checks", "prune",
+         "undrain")
 
 
 class Failed(Exception):
@@ -107,6 +111,32 @@ def load_release(release=None):
     return rel
 
 
+def _rollout_policy():
+    """_utils/rollout_policy.py (pure functions, no Salt): the hooks checked and filled in
+    exactly as inventory.host does."""
+    spec = importlib.util.spec_from_file_location(
+        "rollout_policy", labctl.REPO / "_utils" / "rollout_policy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_hooks(service, conf, total):
+    """{"drain": hook, "undrain": hook} of a service (None: none), from its inventory entry
+    with the lab pillar's overrides (.lab/pillar.yaml wires them to the lab's balancer)."""
+    given = {verb: conf.get(verb) for verb in ("drain", "undrain")}
+    if LAB_PILLAR.exists():
+        lab = (yaml.safe_load(LAB_PILLAR.read_text()) or {}).get("inventory") or {}
+        lab_conf = (lab.get("services") or {}).get(service) or {}
+        given.update({verb: lab_conf[verb] for verb in given if verb in lab_conf})
+    policy, problems = _rollout_policy().resolve(
+        {k: v for k, v in given.items() if v is not None}, total,
+        f"inventory:services:{service}")
+    if problems:
+        raise Failed("; ".join(f"{key}: {why}" for key, why in problems))
+    return {verb: policy[verb] for verb in given}
+
+
 def archive_path(source):
     """salt://releases/R/S.tar -> the file under the master's file_roots (etc/salt/master)."""
     master = yaml.safe_load((labctl.MASTER_CONFIG_DIR / "master").read_text())
@@ -124,7 +154,14 @@ def plan(hosts=None, release=None, settle=None):
     order = yaml.safe_load(labctl.INVENTORY.read_text())["inventory"].get("order") or []
     rank = {h: i for i, h in enumerate(order)}
     chosen = []
-    for lab_host in labctl.load_hosts():
+    lab_hosts = labctl.load_hosts()
+    hooks, policy = {}, _rollout_policy()
+    for lab_host in lab_hosts:
+        svc = lab_host["service"]
+        if svc not in hooks:
+            hooks[svc] = load_hooks(svc, lab_host["conf"],
+                                    sum(h["service"] == svc for h in lab_hosts))
+    for lab_host in lab_hosts:
         if hosts and lab_host["id"] not in hosts and lab_host["service"] not in hosts:
             continue
         conf, svc = lab_host["conf"], lab_host["service"]
@@ -167,6 +204,9 @@ def plan(hosts=None, release=None, settle=None):
             "sha256": str((rel.get("sha256") or {}).get(svc) or ""),
             "keep_backups": int(rel.get("keep_backups", 3)),
             "checks": checks,
+            # The service's hooks for this host ({host}, {address}, {service} filled in).
+            **{verb: policy.fill(hook, lab_host["id"], lab_host["address"], svc) if hook
+               else None for verb, hook in hooks[svc].items()},
         })
     if hosts:
         unknown = set(hosts) - {h["id"] for h in chosen} - {h["service"] for h in chosen}
@@ -435,18 +475,43 @@ class Logs:
                 yield path, line.decode("utf-8", "replace")
 
 
-def http_get(url, timeout=1.0):
-    """(status, body) of one GET on a fresh connection; (None, why) when nothing answers."""
+def http_get(url, timeout=1.0, method="GET"):
+    """(status, body) of one request (no body) on a fresh connection; (None, why) when
+    nothing answers."""
     parts = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
-        conn.request("GET", parts.path or "/", headers={"Connection": "close"})
+        conn.request(method, path, headers={"Connection": "close"})
         resp = conn.getresponse()
         return resp.status, resp.read().decode("utf-8", "replace")
     except (OSError, http.client.HTTPException) as exc:
         return None, type(exc).__name__
     finally:
         conn.close()
+
+
+def run_hook(host, verb):
+    """The host's drain or undrain hook, as balancer.drain/undrain run it: a command (exit 0
+    within its timeout) or an HTTP call (2xx within its timeout). No hook: nothing."""
+    hook = host.get(verb)
+    if hook is None:
+        return None
+    if "cmd" in hook:
+        try:
+            done = subprocess.run(hook["cmd"], capture_output=True, text=True, check=False,
+                                  stdin=subprocess.DEVNULL, timeout=hook["timeout"])
+        except subprocess.TimeoutExpired as exc:
+            raise Failed(f"{host['id']}: {verb} hook {hook['cmd']} timed out") from exc
+        if done.returncode != 0:
+            raise Failed(f"{host['id']}: {verb} hook {hook['cmd']} exited {done.returncode}: "
+                         f"{(done.stderr or done.stdout).strip()[-300:]}")
+        return None
+    status, body = http_get(hook["http"], hook["timeout"], hook["method"])
+    if status is None or not 200 <= status < 300:
+        raise Failed(f"{host['id']}: {verb} hook {hook['method']} {hook['http']} answered "
+                     f"{status}: {body.strip()[:300]}")
+    return None
 
 
 def _fatal(host, path, line):
@@ -554,6 +619,7 @@ def upgrade_host(host, pre, t0):
 
     timed("backup", backup, host)
     staging = timed("stage", stage, host, pre)
+    timed("drain", run_hook, host, "drain")
     down_from = time.monotonic()
     times["stop_signal"] = timed("stop", stop, host, pre)
     previous = timed("swap", swap, host, staging, pre)
@@ -564,6 +630,7 @@ def upgrade_host(host, pre, t0):
     times["downtime"] = round(time.monotonic() - down_from, 3)
     timed("settle+checks", settle_and_check, host, logs, launcher)
     times["pruned"] = timed("prune", prune, host)
+    timed("undrain", run_hook, host, "undrain")
     times["ended"] = round(time.monotonic() - t0, 3)
     return times
 

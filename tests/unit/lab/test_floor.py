@@ -1,13 +1,17 @@
 """lab/floor.py's logic without the lab: the plan from the pillar files, batches, the archive
-check, backup with its manifest, staging with the keep files, swap, log following, prune."""
+check, backup with its manifest, staging with the keep files, swap, log following, prune, and
+the drain/undrain hooks around each host (from the lab pillar, run as the states run them)."""
 
 import hashlib
+import http.server
 import io
 import json
 import os
 import tarfile
+import threading
 
 import pytest
+import yaml
 
 from lab import floor
 from tests.conftest import load_repo_module
@@ -150,3 +154,72 @@ def test_logs_reads_only_lines_after_the_offset(tmp_path):
     with open(log, "a", encoding="utf-8") as fh:
         fh.write(" done\n")
     assert list(logs.new_lines()) == [(str(log), "half done")]
+
+
+# ---------------------------------------------------------------- drain/undrain (issue 11)
+
+
+@pytest.fixture
+def lb():
+    """A stand-in load balancer API: POST /drain|/undrain/<host> answers 200 (503 for bad-*)."""
+    calls = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802  (http.server's name)
+            calls.append((self.command, self.path))
+            self.send_response(503 if "/bad-" in self.path else 200)
+            self.send_header("Content-Length", "7")
+            self.end_headers()
+            self.wfile.write(b"lb said")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", calls
+    server.shutdown()
+
+
+def test_hooks_come_from_the_lab_pillar_filled_for_each_host(tmp_path, monkeypatch, lb):
+    url, calls = lb
+    pillar = tmp_path / "pillar.yaml"
+    pillar.write_text(yaml.safe_dump({"inventory": {"services": {"ecsc": {
+        "drain": {"http": url + "/drain/{host}?timeout=10", "method": "POST", "timeout": 15},
+        "undrain": {"cmd": "touch " + str(tmp_path / "{host}.undrained")}}}}}))
+    monkeypatch.setattr(floor, "LAB_PILLAR", pillar)
+    hooks = floor.load_hooks("ecsc", {}, 2)
+    host = {"id": "ecsc-1", **{verb: floor._rollout_policy().fill(hook, "ecsc-1", "127.0.3.17",
+                                                                   "ecsc")
+                               for verb, hook in hooks.items()}}
+    floor.run_hook(host, "drain")
+    assert calls == [("POST", "/drain/ecsc-1?timeout=10")]
+    floor.run_hook(host, "undrain")
+    assert (tmp_path / "ecsc-1.undrained").exists()
+    assert floor.load_hooks("ecmc", {}, 2) == {"drain": None, "undrain": None}
+    assert floor.run_hook({"id": "ecmc-1", "drain": None}, "drain") is None
+    with pytest.raises(floor.Failed, match=r"bad-1: drain hook POST .*/drain/bad-1.* 503: lb said"):
+        floor.run_hook({"id": "bad-1", "drain": {"http": url + "/drain/bad-1", "method": "POST",
+                                                 "timeout": 5}}, "drain")
+    with pytest.raises(floor.Failed, match="ecsc-1: undrain hook .* exited 1"):
+        floor.run_hook({"id": "ecsc-1", "undrain": {"cmd": ["false"], "timeout": 5}}, "undrain")
+    pillar.write_text(yaml.safe_dump({"inventory": {"services": {"ecsc": {"drain": {}}}}}))
+    with pytest.raises(floor.Failed, match="inventory:services:ecsc:drain"):
+        floor.load_hooks("ecsc", {}, 2)
+
+
+def test_a_host_is_drained_before_its_stop_and_undrained_after_its_gates(monkeypatch):
+    done = []
+    for step in ("backup", "stop", "prune"):
+        monkeypatch.setattr(floor, step, lambda *a, step=step: done.append(step))
+    monkeypatch.setattr(floor, "stage", lambda *a: done.append("stage") or "staging")
+    monkeypatch.setattr(floor, "swap", lambda *a: done.append("swap") or "/nonexistent")
+    monkeypatch.setattr(floor, "start", lambda *a: done.append("start") or ({}, None))
+    monkeypatch.setattr(floor, "ready_gate", lambda *a: done.append("ready"))
+    monkeypatch.setattr(floor, "settle_and_check", lambda *a: done.append("settle"))
+    monkeypatch.setattr(floor.shutil, "rmtree", lambda path: None)
+    monkeypatch.setattr(floor, "run_hook", lambda host, verb: done.append(verb))
+    times = floor.upgrade_host({"id": "ecsc-1"}, {}, 0.0)
+    assert done == ["backup", "stage", "drain", "stop", "swap", "start", "ready", "settle",
+                    "prune", "undrain"]
+    assert "drain" in times and "undrain" in times
