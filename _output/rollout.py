@@ -86,10 +86,16 @@ def _steps(data):
             return None
         steps.append({"mod": parts[0], "id": ret.get("__id__", parts[1]), "fun": parts[3],
                       **ret})
-    if not any(s["mod"] == "salt" for s in steps):
+    if not any(s["mod"] == "salt" or _is_report_step(s) for s in steps):
         return None  # a state run of something else: not an orchestration
     steps.sort(key=lambda s: s.get("__run_num__", 0))
     return steps, retcode
+
+
+def _is_report_step(step):
+    """A step whose return is a runner's that words its own result: ``salt.runner``, or
+    ``compliance.reported`` (orch.compliance: the compliance.report runner run in place)."""
+    return step["fun"] == "runner" or (step["mod"], step["fun"]) == ("compliance", "reported")
 
 
 def _pair_order(host_steps):
@@ -442,7 +448,7 @@ def _render(steps, retcode, colors):
         out.append(_step_line(step, colors))
         # A runner that words its own result (compliance.report's table) is printed as it is.
         ret = (step.get("changes") or {}).get("return")
-        if step["fun"] == "runner" and isinstance(ret, dict) and not isinstance(
+        if _is_report_step(step) and isinstance(ret, dict) and not isinstance(
                 ret.get("summary"), list) and isinstance(ret.get("comment"), str):
             out += [f"    {line}" for line in ret["comment"].strip().splitlines()]
     report = _report(steps)

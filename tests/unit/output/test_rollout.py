@@ -204,6 +204,23 @@ def test_a_runner_step_that_words_its_result_is_printed(rollout):
     assert lines[-1].startswith("Result: FAILED")
 
 
+def test_the_compliance_step_run_in_place_prints_its_table(rollout):
+    """orch.compliance's step is the master-side state compliance.reported (the runner run in
+    the orchestration, no salt.* step): still read as an orchestration, its table printed."""
+    table = "host    jvm-single  health\necsc-1  passed      passed\n1 failure: ecsc-2 health"
+    data = {"data": {"vm_master": {
+        "compliance_|-compliance-report_|-compliance.report_|-reported": {
+            "name": "compliance.report", "result": False, "__run_num__": 0, "duration": 1900.0,
+            "__id__": "compliance-report",
+            "comment": "Runner function 'compliance.report' failed.",
+            "changes": {"return": {"result": False, "summary": {"failed": 1}, "comment": table,
+                                   "retcode": 1}}}}}, "outputter": "highstate", "retcode": 1}
+    lines = rollout.output(data).splitlines()
+    assert lines[1].split()[:2] == ["FAILED", "compliance-report"]
+    assert lines[2:5] == [f"    {line}" for line in table.splitlines()]
+    assert lines[-1].startswith("Result: FAILED")
+
+
 def test_a_host_that_did_not_answer(rollout):
     """The shape Salt gives a salt.state step whose minion never returned (seen on the lab
     under load: `Run failed on minions: ecsc-2 / Minion ecsc-2 did not return a state
