@@ -189,34 +189,24 @@ def test_a_return_it_cannot_read_is_printed_in_full(rollout, monkeypatch):
         data, "highstate", {**opts(), "output": "highstate"})
 
 
-def test_a_runner_step_that_words_its_result_is_printed(rollout):
+@pytest.mark.parametrize("key,step_id", [
+    # salt.runner of compliance.report (an orchestration of a runner)
+    ("salt_|-compliance_|-compliance.report_|-runner", "compliance"),
+    # orch.compliance: the master-side state compliance.reported runs the runner in place,
+    # with no salt.* step; still read as an orchestration
+    ("compliance_|-compliance-report_|-compliance.report_|-reported", "compliance-report"),
+])
+def test_a_runner_step_that_words_its_result_is_printed(rollout, key, step_id):
     """orch.compliance: its one step's return (compliance.report) carries the table as its
     comment; the table is printed under the step (synthetic return of that shape)."""
     table = "host    jvm-single  health\necsc-1  passed      passed\n1 failure: ecsc-2 health"
-    data = {"data": {"vm_master": {"salt_|-compliance_|-compliance.report_|-runner": {
+    data = {"data": {"vm_master": {key: {
         "name": "compliance.report", "result": False, "__run_num__": 0, "duration": 2100.0,
-        "__id__": "compliance", "comment": "Runner function 'compliance.report' failed.",
+        "__id__": step_id, "comment": "Runner function 'compliance.report' failed.",
         "changes": {"return": {"result": False, "summary": {"failed": 1}, "comment": table,
                                "retcode": 1}}}}}, "outputter": "highstate", "retcode": 1}
     lines = rollout.output(data).splitlines()
-    assert lines[1].split()[:2] == ["FAILED", "compliance"]
-    assert lines[2:5] == [f"    {line}" for line in table.splitlines()]
-    assert lines[-1].startswith("Result: FAILED")
-
-
-def test_the_compliance_step_run_in_place_prints_its_table(rollout):
-    """orch.compliance's step is the master-side state compliance.reported (the runner run in
-    the orchestration, no salt.* step): still read as an orchestration, its table printed."""
-    table = "host    jvm-single  health\necsc-1  passed      passed\n1 failure: ecsc-2 health"
-    data = {"data": {"vm_master": {
-        "compliance_|-compliance-report_|-compliance.report_|-reported": {
-            "name": "compliance.report", "result": False, "__run_num__": 0, "duration": 1900.0,
-            "__id__": "compliance-report",
-            "comment": "Runner function 'compliance.report' failed.",
-            "changes": {"return": {"result": False, "summary": {"failed": 1}, "comment": table,
-                                   "retcode": 1}}}}}, "outputter": "highstate", "retcode": 1}
-    lines = rollout.output(data).splitlines()
-    assert lines[1].split()[:2] == ["FAILED", "compliance-report"]
+    assert lines[1].split()[:2] == ["FAILED", step_id]
     assert lines[2:5] == [f"    {line}" for line in table.splitlines()]
     assert lines[-1].startswith("Result: FAILED")
 
