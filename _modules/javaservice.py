@@ -1169,7 +1169,8 @@ def start(name, command, cwd=None, env=None, logs=None, output=None, runas=None,
     Before launching, records the byte size of each of ``logs`` (a missing file counts as 0) and
     keeps it, with the launcher pid, in ``<cachedir>/javaservice/<name>.json`` for
     :func:`wait_ready`. Returns ``{"name", "offsets": {path: int}, "command", "cwd", "output",
-    "launcher_pid", "running": False, "strangers"}`` (``strangers``: see :func:`status`). One
+    "launcher_pid", "started_at", "running": False, "strangers"}`` (``started_at``: the launch,
+    seconds since the epoch; ``strangers``: see :func:`status`). One
     scan of the processes serves both checks below: it runs while the service is down.
 
     Raises CommandExecutionError if the service is already running (unless ``running_ok``),
@@ -1301,6 +1302,7 @@ def start(name, command, cwd=None, env=None, logs=None, output=None, runas=None,
         "cwd": cwd,
         "output": output,
         "launcher_pid": launcher,
+        "started_at": started_at,
         "running": False,
         "strangers": strangers,
     }
@@ -1331,8 +1333,9 @@ def wait_ready(
       answering 200 and no ``fatal`` pattern appears: a JVM that dies right after it became
       ready (a crash loop) fails the gate.
 
-    Returns ``{"name", "ready": True, "seconds", "matched": {pattern: {"log", "line"}},
-    "http_status", "pids", "settled"}`` (``seconds``: until ready, before the settle time).
+    Returns ``{"name", "ready": True, "seconds", "ready_at", "matched": {pattern: {"log",
+    "line"}}, "http_status", "pids", "settled"}`` (``seconds``: of this wait until ready,
+    before the settle time; ``ready_at``: when, seconds since the epoch).
     On timeout, death or a failed settle raises CommandExecutionError naming the minion, the
     service, what was missing (patterns, HTTP status) with the last 20 lines of each log (only
     regular files in the directories of ``logs``, and the start's ``output``).
@@ -1477,6 +1480,7 @@ class _ReadyGate:
                 self._check_http(max(self.deadline - time.monotonic(), 0.5))
             if logs_ok and current and (not self.url or self.http_status == 200):
                 self.ready_at = time.monotonic()
+                self.ready_wall = time.time()
                 return
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
@@ -1510,6 +1514,7 @@ class _ReadyGate:
             "name": self.name,
             "ready": True,
             "seconds": round(self.ready_at - self.began, 3),
+            "ready_at": self.ready_wall,
             "matched": self.matched,
             "http_status": self.http_status,
             "pids": self.pids,

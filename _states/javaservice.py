@@ -106,7 +106,8 @@ def running(
     Already running: no changes (result True) - when ``url`` is given it must answer 200 (it is
     waited for up to ``timeout``; a running but unhealthy JVM fails the state and is NOT
     restarted). Not running: ``javaservice.start`` then ``javaservice.wait_ready`` with the
-    offsets recorded by the start; changes ``{"started": {"pids", "seconds"}}``. A JVM that
+    offsets recorded by the start; changes ``{"started": {"pids", "seconds"}}`` (``seconds``:
+    start-to-ready, from the launch until ready, before the settle time). A JVM that
     started but never became ready (or died within the settle time) is left as it is for
     diagnosis (result False, changes say it was started). Java processes that look like the
     service but are not it (another user's, another main class, not a real JVM) never count as
@@ -195,7 +196,11 @@ def running(
             }
             ret["comment"] = str(exc) + strangers
             return ret
-        ret["changes"] = {"started": {"pids": result["pids"], "seconds": result["seconds"]}}
+        # Start-to-ready: from the launch (the JVM starts then, before this wait began).
+        seconds = result["seconds"]
+        if result.get("ready_at") and started.get("started_at"):
+            seconds = round(max(result["ready_at"] - started["started_at"], 0.0), 3)
+        ret["changes"] = {"started": {"pids": result["pids"], "seconds": seconds}}
         details = [f"'{key}'" for key in result["matched"]]
         if result.get("http_status") is not None:
             details.append(f"HTTP {result['http_status']}")
@@ -204,7 +209,7 @@ def running(
         ret.update(
             result=True,
             comment=f"started {name} (pid(s) {', '.join(map(str, result['pids']))}), ready "
-            f"after {result['seconds']}s" + (f": {', '.join(details)}" if details else "")
+            f"after {seconds}s" + (f": {', '.join(details)}" if details else "")
             + settled + strangers,
         )
     except (CommandExecutionError, SaltInvocationError) as exc:

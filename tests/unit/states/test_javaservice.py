@@ -109,3 +109,20 @@ def test_state_dead_scans_once_before_the_signal(procs):
         passes.clear()
         ret = javaservice_state.dead("ecsc", catalina_base="/home/tomcat")
     assert ret["comment"] == "ecsc is not running" and passes == ["pass"]
+
+
+def test_state_running_reports_start_to_ready_from_the_launch(procs, tmp_path):
+    """Issue 10 (c): the JVM starts at the launch, before the ready wait begins: the state's
+    seconds run from the launch (the wait's own seconds left out what came between)."""
+    def wait_ready(name, **kwargs):
+        launched = javaservice._read_state(name)["started_at"]
+        return {"name": name, "ready": True, "seconds": 1.0, "ready_at": launched + 2.5,
+                "matched": {}, "http_status": None, "pids": [160], "settled": 0}
+
+    with patch.object(javaservice, "_spawn_detached", return_value=4321), \
+            patch.dict(javaservice_state.__salt__, {"javaservice.wait_ready": wait_ready}):
+        ret = javaservice_state.running("ecsc", ["/bin/startup.sh"], cwd=str(tmp_path),
+                                        catalina_base="/home/tomcat")
+    assert ret["result"] is True
+    assert ret["changes"] == {"started": {"pids": [160], "seconds": 2.5}}
+    assert "ready after 2.5s" in ret["comment"]
