@@ -58,7 +58,9 @@ def _step(sls, tgt, passthrough, **extra):
 
 
 def _runner(fun, **kwargs):
-    return {"salt.runner": [{"name": fun}] + [{k: v} for k, v in kwargs.items()]}
+    # rollout.runner (_states/rollout.py): the runner in this state run; salt.runner would
+    # build a RunnerClient, a MasterMinion and every Salt runner module for each step.
+    return {"rollout.runner": [{"name": fun}] + [{k: v} for k, v in kwargs.items()]}
 
 
 def _known_minions():
@@ -88,8 +90,13 @@ def _nothing_to_do(comment, require, parallel=False):
 
 def _req(sids, idle_steps):
     """Requisites on the steps ``sids``, each by its state module: test for the steps with
-    nothing to do (``idle_steps``), salt for the others."""
-    return [{"test" if sid in idle_steps else "salt": sid} for sid in dict.fromkeys(sids)]
+    nothing to do (``idle_steps``), rollout for the master's own steps (``rollout-*``,
+    ``gate-*``, ``minions-answer``: rollout.runner), salt for the host jobs."""
+    def module(sid):
+        if sid in idle_steps:
+            return "test"
+        return "rollout" if sid.startswith(("rollout-", "gate-", "minions-")) else "salt"
+    return [{module(sid): sid} for sid in dict.fromkeys(sids)]
 
 
 def run():
@@ -138,7 +145,7 @@ def run():
         # nothing, so it needs no lock, no answering step and no pre-flight).
         states["rollout-lock"] = _runner("rolloutlock.acquire", kind="upgrade", owner=owner,
                                          hosts=hosts)
-        after_lock = [{"salt": "rollout-lock"}]
+        after_lock = [{"rollout": "rollout-lock"}]
         if sync or set(work) - set(idle):
             # Only when it has something to do: a host the survey did not see answer idle,
             # or modules to sync (every host it saw idle with the master's modules needs
@@ -147,7 +154,7 @@ def run():
                 "rollout.answering", hosts=work, command="orch.upgrade", sync=sync,
                 checked=idle, require=after_lock,
             )
-            after_lock = [{"salt": "minions-answer"}]
+            after_lock = [{"rollout": "minions-answer"}]
         if unchecked:
             states["preflight"] = _step(
                 "release.preflight", unchecked, passthrough,
@@ -238,7 +245,7 @@ def run():
     if not locked:
         return states  # nothing to do: no step can fail, and no lock to give back
     states["rollout-report-after-failure"] = _runner(
-        "rolloutreport.write", **report, failed=True, require=[{"salt": "rollout-lock"}],
+        "rolloutreport.write", **report, failed=True, require=[{"rollout": "rollout-lock"}],
         onfail=steps, **last
     )
     # Give the lock back whatever happened: after every step passed, or (onfail: any step
@@ -250,7 +257,7 @@ def run():
     steps = _req([sid for sid in states if sid != "rollout-lock"], idle_steps)
     states["rollout-unlock"] = _runner("rolloutlock.release", owner=owner, require=steps, **last)
     states["rollout-unlock-after-failure"] = _runner(
-        "rolloutlock.release", owner=owner, require=[{"salt": "rollout-lock"}], onfail=steps,
+        "rolloutlock.release", owner=owner, require=[{"rollout": "rollout-lock"}], onfail=steps,
         **last
     )
     return states

@@ -232,6 +232,18 @@ def _render_upgrade(survey, pillar_extra=None):
         return module.run(), hosts
 
 
+def _check_requisites(states):
+    """Every requisite names a step of the render by the state module that step runs."""
+    for sid, step in states.items():
+        (fun, args), = step.items()
+        for item in args:
+            for key in ("require", "onfail"):
+                for req in item.get(key, []):
+                    (mod, other), = req.items()
+                    assert other in states, (sid, req)
+                    assert next(iter(states[other])).split(".")[0] == mod, (sid, req)
+
+
 def _survey_of(current=(), stale=(), busy=None, silent=(), preflight=()):
     return {"current": list(current), "stale": list(stale), "busy": busy or {},
             "silent": list(silent), "preflight": {h: f"{h}: ok" for h in preflight}, "why": {}}
@@ -250,7 +262,7 @@ def test_render_gives_hosts_already_on_the_release_no_job_and_syncs_only_stale_o
             assert fun == "salt.state" and {"sls": "release.upgrade"} in args, host
     # No sync_all step: the answering runner syncs the stale hosts with work, only them.
     assert not any("saltutil.sync_all" in str(step) for step in states.values())
-    answer = dict(kv for item in states["minions-answer"]["salt.runner"] for kv in item.items())
+    answer = dict(kv for item in states["minions-answer"]["rollout.runner"] for kv in item.items())
     work = [h for h in hosts if h not in current]
     # The stale host and the silent one (synced once it answers).
     assert answer["hosts"] == work and answer["sync"] == ["ecmc-1", "ecmc-2"]
@@ -275,16 +287,17 @@ def test_render_runs_a_preflight_job_only_on_hosts_the_survey_did_not_preflight(
                                            preflight=[h for h in work if h != "ecmc-2"]))
     fun, preflight = _args(states["preflight"])
     assert fun == "salt.state" and preflight["sls"] == "release.preflight"
-    assert preflight["tgt"] == ["ecmc-2"] and preflight["require"] == [{"salt": "minions-answer"}]
+    assert preflight["tgt"] == ["ecmc-2"] and preflight["require"] == [{"rollout": "minions-answer"}]
     fun, ecmc1 = _args(states["upgrade-ecmc-1"])
     assert fun == "salt.state" and {"salt": "preflight"} in ecmc1["require"]
 
     states, _ = _render_upgrade(_survey_of(current=current, preflight=work))
+    _check_requisites(states)
     fun, preflight = _args(states["preflight"])
     assert fun == "test.configurable_test_state"
     # Every host with work answered idle with the master's modules: no answering step either.
     assert "minions-answer" not in states
-    assert preflight["result"] is True and preflight["require"] == [{"salt": "rollout-lock"}]
+    assert preflight["result"] is True and preflight["require"] == [{"rollout": "rollout-lock"}]
     assert "ecmc-1, ecmc-2, schedule-1" in preflight["comment"]
     assert not any(step.get("salt.state") and _args(step)[1]["sls"] == "release.preflight"
                    for step in states.values())
@@ -303,30 +316,32 @@ def test_render_asks_the_minions_again_only_when_the_survey_could_not_tell():
             (_survey_of(busy={"ecmc-2": ["state.sls jid 7"]}), [], "ecmc-2"),
             (_survey_of(stale=["ecmc-2"]), ["ecmc-2"], None)):
         states, hosts = _render_upgrade(survey)
+        _check_requisites(states)
         fun, answer = _args(states["minions-answer"])
         assert answer["name"] == "rollout.answering" and answer["sync"] == sync
-        assert answer["hosts"] == hosts and answer["require"] == [{"salt": "rollout-lock"}]
+        assert answer["hosts"] == hosts and answer["require"] == [{"rollout": "rollout-lock"}]
         assert answer["checked"] == [h for h in hosts if h != checked]
-        assert _args(states["preflight"])[1]["require"] == [{"salt": "minions-answer"}]
+        assert _args(states["preflight"])[1]["require"] == [{"rollout": "minions-answer"}]
     states, hosts = _render_upgrade(_survey_of())
     assert "minions-answer" not in states
-    assert _args(states["preflight"])[1]["require"] == [{"salt": "rollout-lock"}]
+    assert _args(states["preflight"])[1]["require"] == [{"rollout": "rollout-lock"}]
 
 
 def test_render_of_a_fleet_already_on_the_release_runs_no_minion_job():
     states, hosts = _render_upgrade(_survey_of(current=[
         "ecsc-1", "ecsc-2", "ecmc-1", "ecmc-2", "schedule-1", "schedule-2", "schedule-res-1",
         "schedule-res-2"]))
+    _check_requisites(states)
     assert "minions-answer" not in states
     assert not any(fun in ("salt.state", "salt.function")
                    for step in states.values() for fun in step)
     # Nothing to guard: no lock taken or given back; the report (and its summary) still.
     assert not any(sid.startswith(("rollout-lock", "rollout-unlock")) for sid in states)
     fun, report = _args(states["rollout-report"])
-    assert fun == "salt.runner" and report["name"] == "rolloutreport.write"
+    assert fun == "rollout.runner" and report["name"] == "rolloutreport.write"
     assert report["unchanged"] == hosts
     assert {"test": "upgrade-ecsc-1"} in report["require"]
-    assert [sid for sid, step in states.items() if "salt.runner" in step] == ["rollout-report"]
+    assert [sid for sid, step in states.items() if "rollout.runner" in step] == ["rollout-report"]
     # Nothing runs in the background: no step is forked off the state loop.
     assert not any({"parallel": True} in args for step in states.values()
                    for args in step.values())
@@ -340,7 +355,14 @@ def test_render_keeps_every_step_after_the_hosts_parallel_in_a_parallel_run():
         (fun, args), = step.items()
         if sid.startswith("upgrade-") or sid.startswith("rollout-") and sid != "rollout-lock":
             assert {"parallel": True} in args, sid
+    _check_requisites(states)
+    # The master's own steps run in this state run (rollout.runner), none through salt.runner.
+    assert not any("salt.runner" in step for step in states.values())
+    assert {sid for sid, step in states.items() if "rollout.runner" in step} == {
+        "rollout-lock", "rollout-report", "rollout-report-after-failure", "rollout-unlock",
+        "rollout-unlock-after-failure"}
     states, _ = _render_upgrade(_survey_of(), {"parallel": False})
+    _check_requisites(states)
     assert not any({"parallel": True} in args for step in states.values()
                    for args in step.values())
 
@@ -362,16 +384,17 @@ def test_render_of_a_batched_service_gives_one_job_per_wave_and_gates_between():
     ecsc.update({"batch": 2, "max_fail": 2, "canary": 1, "soak": 30})
     inventory["order"].append("ecsc-3")
     states, _ = _render_upgrade(_survey_of(), {"inventory": inventory})
+    _check_requisites(states)
     fun, canary = _args(states["upgrade-ecsc-1"])
     assert fun == "salt.state" and canary["tgt"] == "ecsc-1" and canary["allow_fail"] == 1
     assert canary["pillar"]["rollout_soak"] == 30
     fun, gate = _args(states["gate-ecsc-1"])
-    assert fun == "salt.runner" and gate["name"] == "rollout.gate"
+    assert fun == "rollout.runner" and gate["name"] == "rollout.gate"
     assert (gate["done"], gate["wave"], gate["final"]) == (["ecsc-1"], ["ecsc-2", "ecsc-3"], False)
     assert gate["max_unavailable"] == 2
     fun, batch = _args(states["upgrade-ecsc-wave-2"])
     assert batch["tgt"] == ["ecsc-2", "ecsc-3"] and batch["tgt_type"] == "list"
-    assert {"salt": "gate-ecsc-1"} in batch["require"] and "rollout_soak" not in batch["pillar"]
+    assert {"rollout": "gate-ecsc-1"} in batch["require"] and "rollout_soak" not in batch["pillar"]
     fun, last = _args(states["gate-ecsc-2"])
     assert last["final"] is True and last["done"] == ["ecsc-1", "ecsc-2", "ecsc-3"]
     assert not any(sid.startswith("gate-ecmc") for sid in states)
