@@ -264,3 +264,26 @@ def test_copy_of_a_large_tree_writes_back_while_copying_and_stops_its_thread(tmp
     assert all((dst / rel).read_bytes() == payload for rel, payload in data.items())
     assert synced
     assert "rollout-tree-writeback" not in {t.name for t in threading.enumerate()}
+
+
+def test_copy_gives_every_file_its_source_mode_whatever_the_umask(tmp_path):
+    # Files are created with the walk's mode; an fchmod follows only when the umask (022
+    # here) took bits away or set-id bits are wanted.
+    src = tmp_path / "src"
+    src.mkdir()
+    modes = {"ro.txt": 0o444, "conf.xml": 0o640, "run.sh": 0o755, "shared": 0o777,
+             "group-w": 0o664, "none": 0o000, "setuid": 0o4755}
+    for name, mode in modes.items():
+        (src / name).write_bytes(name.encode())
+        os.chmod(src / name, mode)
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    old = os.umask(0o022)
+    try:
+        listing = tree.copy(tree.walk(str(src)), str(dst))
+    finally:
+        os.umask(old)
+    assert {name: os.stat(dst / name).st_mode & 0o7777 for name in modes} == modes
+    assert {name: entry["mode"] for name, entry in listing["files"].items()} == {
+        name: f"{mode:04o}" for name, mode in modes.items()}
+    assert tree._umask() == old
