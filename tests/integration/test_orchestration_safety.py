@@ -51,15 +51,21 @@ def write_record(path, pid, pid_started, owner="other-run"):
     }))
 
 
+# A release no host is on: orch.upgrade has work whatever release the lab is on (a run that
+# finds every host already on its release takes no lock at all).
+WORK = {"orch.upgrade": {"release": {"id": "20991231"}}, "orch.rollback": {}}
+
+
 def test_render_and_dry_runs_take_no_lock(lock, untouched):
     for sls in ("orch.upgrade", "orch.rollback"):
-        proc = run_cli("salt-run", "--out=json", "state.orchestrate_show_sls", sls)
+        proc = run_cli("salt-run", "--out=json", "state.orchestrate_show_sls", sls,
+                       "pillar=" + json.dumps(WORK[sls]))
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
         shown = json.loads(proc.stdout)
         assert "rolloutlock.acquire" in json.dumps(shown)  # the lock is a step of the run ...
         assert not lock.exists(), sls  # ... not something rendering does
     for sls in ("orch.upgrade", "orch.rollback"):
-        proc = orchestrate(sls, {"hosts": [HOST]}, test=True)
+        proc = orchestrate(sls, {"hosts": [HOST], **WORK[sls]}, test=True)
         steps = steps_of(proc)
         assert steps["rollout-lock"]["result"] is None, steps["rollout-lock"]
         assert not lock.exists(), sls
