@@ -23,7 +23,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import upgrade_bench as ub  # noqa: E402  pylint: disable=wrong-import-position
-from lab import balancer, loadclient  # noqa: E402  pylint: disable=wrong-import-position
+from lab import balancer, labctl, loadclient  # noqa: E402  pylint: disable=wrong-import-position
 
 OUT = ub.OUT_DIR / "lb.json"
 
@@ -51,8 +51,8 @@ def one_run(rate, hooks):
     services = list(balancer.services())
     extra = [] if hooks else [f"pillar={json.dumps(hooks_off(services))}"]
     with ub.lab_lock(f"orch.upgrade under load, hooks {'on' if hooks else 'off'}"):
+        ub.quiet(labctl.up)  # the lab as it should be (another lab user may have taken it down)
         ub.reset()
-        balancer.up()
         load = loadclient.Load({s: balancer.url(s) for s in services}, rate=rate,
                                seconds=loadclient.MAX_SECONDS).start()
         try:
