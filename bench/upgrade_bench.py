@@ -144,7 +144,8 @@ def host_states(step):
 
 
 def jvm_seconds(steps):
-    """{host: stop seconds + start-to-ready seconds} from the states' own changes."""
+    """{host: the JVM's own stop (signal to gone) + start-to-ready seconds} from the states'
+    own changes (``seconds`` of the stop also holds the scan before the signal: tool time)."""
     found = {}
     for sid, step in steps.items():
         if not sid.startswith("upgrade-"):
@@ -152,8 +153,9 @@ def jvm_seconds(steps):
         for minion, states in host_states(step).items():
             stop = ((states.get("stopped") or {}).get("changes") or {}).get("stopped") or {}
             ready = ((states.get("ready") or {}).get("changes") or {}).get("started") or {}
-            if "seconds" in stop and "seconds" in ready:
-                found[minion] = stop["seconds"] + ready["seconds"]
+            stop_s = stop.get("signal_seconds", stop.get("seconds"))
+            if stop_s is not None and "seconds" in ready:
+                found[minion] = stop_s + ready["seconds"]
     return found
 
 

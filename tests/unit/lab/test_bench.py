@@ -41,6 +41,15 @@ def test_steps_jvm_seconds_and_profile():
     assert "ready 9.00" in bench.format_profile({"steps": prof})
 
 
+def test_jvm_seconds_counts_the_stop_from_the_signal_when_the_state_says():
+    # The stop's ``seconds`` also holds the process scan before the signal (tool time): the
+    # JVM's own part is signal_seconds, where the stop state gives it.
+    steps = bench.orch_steps(json.dumps(ORCH))
+    stop = steps["upgrade-ecsc-1"]["changes"]["ret"]["ecsc-1"]["javaservice_|-stopped_|-ecsc_|-dead"]
+    stop["changes"]["stopped"]["signal_seconds"] = 0.25
+    assert bench.jvm_seconds(steps) == {"ecsc-1": 5.75}
+
+
 def test_summary_median_min_max_goal():
     figures = {key: [] for key in bench.GOALS}
     figures["upgrade_minus_floor_s"] = [4.0, 2.0, 2.5]
