@@ -263,10 +263,14 @@ class _Agent(http.server.BaseHTTPRequestHandler):
         sys.stderr.write(f"{time.strftime('%H:%M:%S')} {format % args}\n")
 
 
+class _AgentServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64  # every host of a large wave may call at once (default 5)
+
+
 def serve(address=AGENT):
     """Run the agent (foreground; `up` starts it detached, its pid in agent.pid)."""
-    server = http.server.ThreadingHTTPServer(address, _Agent)
-    server.daemon_threads = True
+    server = _AgentServer(address, _Agent)
     if address == AGENT:
         AGENT_PIDFILE.write_text(f"{os.getpid()}\n")
     server.serve_forever()
