@@ -94,8 +94,8 @@ def _steps(data):
 
 def _is_report_step(step):
     """A step whose return is a runner's that words its own result: ``salt.runner``, or
-    ``compliance.reported`` (orch.compliance: the compliance.report runner run in place)."""
-    return step["fun"] == "runner" or (step["mod"], step["fun"]) == ("compliance", "reported")
+    ``rollout.runner`` (the orchestrations' runners run in place)."""
+    return step["fun"] == "runner"
 
 
 def _pair_order(host_steps):

@@ -1,6 +1,6 @@
 """
 The orchestrations' own master-side steps (rollout lock, answering, gates between waves, run
-report), run in place: ``rollout.runner`` calls one of the repo's runners
+report, compliance report), run in place: ``rollout.runner`` calls one of the repo's runners
 (``_runners/rollout.py``, ``rolloutlock.py``, ``rolloutreport.py``) inside the
 orchestration's own state run on the master.
 
@@ -14,8 +14,10 @@ and utils.
 
 The return is the one ``salt.runner`` gives: ``changes.return`` holds the runner's return; a
 runner that raises fails the step, with ``Exception occurred in runner <name>: <traceback>``
-in ``changes.return``; under ``test=True`` nothing runs (result None). Outputters and tests
-read both alike.
+in ``changes.return``; a runner that sets ``__context__["retcode"]`` non-zero (compliance.report
+on drift) fails it too, as ``saltutil.runner`` reads it; under ``test=True`` nothing runs
+(result None). Outputters and tests read both alike. orch.compliance runs its one step,
+``compliance.report``, the same way.
 
 Master side only (``__virtual__`` refuses on minions); ``salt-run saltutil.sync_all`` (or
 ``sync_states`` and ``sync_runners``) syncs it and the runners to the master.
@@ -32,6 +34,10 @@ import salt.utils.args
 log = logging.getLogger(__name__)
 
 __virtualname__ = "rollout"
+
+#: The repo's runner modules (``_runners/``), loaded together: a runner may call another
+#: through ``__salt__`` (compliance.report asks rolloutlock.holder). Salt's own are not loaded.
+_REPO_RUNNERS = ("rollout", "rolloutlock", "rolloutreport", "compliance")
 
 
 def __virtual__():
@@ -59,8 +65,9 @@ def runner(name, **kwargs):
                 "comment": f"Runner function '{name}' would be executed."}
     ret = {"name": name, "changes": {}, "result": False,
            "comment": f"Runner function '{name}' failed."}
-    runners = salt.loader.runner(__opts__, utils=__utils__, context={},
-                                 whitelist=[name.split(".", 1)[0]])
+    context = {}
+    runners = salt.loader.runner(__opts__, utils=__utils__, context=context,
+                                 whitelist=list(_REPO_RUNNERS))
     if name not in runners:
         ret["changes"] = {"return": f"runner {name} is not available on the master: "
                                     "salt-run saltutil.sync_all"}
@@ -72,6 +79,9 @@ def runner(name, **kwargs):
         ret["changes"] = {"return": f"Exception occurred in runner {name}: "
                                     f"{traceback.format_exc()}"}
         return ret
-    ret.update(result=True, changes={"return": out},
-               comment=f"Runner function '{name}' executed.")
+    ret["changes"] = {"return": out}
+    if context.get("retcode"):
+        # The runner's own verdict (e.g. drift): the step fails, salt-run exits non-zero.
+        return ret
+    ret.update(result=True, comment=f"Runner function '{name}' executed.")
     return ret

@@ -1,8 +1,8 @@
 #!py
 """The compliance check of the inventory's hosts as an orchestration: one step, the runner
-`compliance.report` (_runners/compliance.py) run by the master-side state
-`compliance.reported` (_states/compliance.py; the master's `schedule:` in etc/salt/master
-runs the runner directly every 15 minutes):
+`compliance.report` (_runners/compliance.py) run in place by the master-side state
+`rollout.runner` (_states/rollout.py; the master's `schedule:` in etc/salt/master runs the
+runner directly every 15 minutes):
 
     salt-run state.orchestrate orch.compliance                       # every host
     salt-run state.orchestrate orch.compliance pillar='{"services": ["ecmc"]}'
@@ -29,11 +29,11 @@ def run():
     # The minions check against the inventory and release the master planned with
     # (including any pillar given on the command line), as orch.upgrade does.
     passthrough = {key: pillar[key] for key in ("inventory", "release") if key in pillar}
-    # compliance.reported (_states/compliance.py) runs the compliance.report runner in this
-    # state run; a salt.runner step would build a RunnerClient and a MasterMinion for it.
+    # rollout.runner (_states/rollout.py) runs the compliance.report runner in this state
+    # run; a salt.runner step would build a RunnerClient and a MasterMinion for it.
     return {
         "compliance-report": {
-            "compliance.reported": [
+            "rollout.runner": [
                 {"name": "compliance.report"},
                 {"tgt": hosts},
                 {"tgt_type": "list"},

@@ -23,7 +23,8 @@ import uuid
 
 
 def _runner(fun, **kwargs):
-    return {"salt.runner": [{"name": fun}] + [{k: v} for k, v in kwargs.items()]}
+    # rollout.runner (_states/rollout.py): the runner in this state run, as orch.upgrade does.
+    return {"rollout.runner": [{"name": fun}] + [{k: v} for k, v in kwargs.items()]}
 
 
 def run():

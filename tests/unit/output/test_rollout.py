@@ -192,9 +192,9 @@ def test_a_return_it_cannot_read_is_printed_in_full(rollout, monkeypatch):
 @pytest.mark.parametrize("key,step_id", [
     # salt.runner of compliance.report (an orchestration of a runner)
     ("salt_|-compliance_|-compliance.report_|-runner", "compliance"),
-    # orch.compliance: the master-side state compliance.reported runs the runner in place,
-    # with no salt.* step; still read as an orchestration
-    ("compliance_|-compliance-report_|-compliance.report_|-reported", "compliance-report"),
+    # orch.compliance: the master-side state rollout.runner runs the runner in place, with
+    # no salt.* step; still read as an orchestration
+    ("rollout_|-compliance-report_|-compliance.report_|-runner", "compliance-report"),
 ])
 def test_a_runner_step_that_words_its_result_is_printed(rollout, key, step_id):
     """orch.compliance: its one step's return (compliance.report) carries the table as its

@@ -30,7 +30,9 @@ def test_runs_the_runner_in_place_with_salt_runners_return():
                    "changes": {"return": {"owner": "abc", "stale": None}},
                    "comment": "Runner function 'rolloutlock.acquire' executed."}
     acquire.assert_called_once_with(kind="upgrade", owner="abc")  # no Salt internals
-    assert loader.call_args.kwargs["whitelist"] == ["rolloutlock"]  # only that module
+    # The repo's runners only (a runner may call another), never Salt's whole runner set.
+    assert loader.call_args.kwargs["whitelist"] == ["rollout", "rolloutlock", "rolloutreport",
+                                                    "compliance"]
 
 
 def test_a_raising_runner_fails_the_step_with_its_message():
@@ -62,3 +64,23 @@ def test_master_side_only():
     assert rollout.__virtual__() == "rollout"
     with patch.dict(rollout.__opts__, {"__role": "minion"}):
         assert rollout.__virtual__()[0] is False
+
+
+@pytest.mark.parametrize("drift", [False, True])
+def test_a_runner_setting_a_non_zero_retcode_fails_the_step(drift):
+    # compliance.report on drift: its return is the report, its verdict __context__["retcode"]
+    # (what saltutil.runner reads for salt.runner), so orch.compliance exits non-zero.
+    report = {"result": not drift, "summary": {}, "comment": "table", "retcode": int(drift)}
+
+    def loader(opts, utils=None, context=None, whitelist=None):  # pylint: disable=unused-argument
+        def run(**_):
+            context["retcode"] = int(drift)
+            return report
+        return {"compliance.report": run}
+
+    with patch.object(rollout.salt.loader, "runner", loader):
+        ret = rollout.runner("compliance.report", tgt=["ecsc-1"], tgt_type="list")
+    assert ret["changes"] == {"return": report}
+    assert ret["result"] is (not drift)
+    assert ret["comment"] == ("Runner function 'compliance.report' "
+                              f"{'failed' if drift else 'executed'}.")
