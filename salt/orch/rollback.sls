@@ -27,6 +27,12 @@ def _runner(fun, **kwargs):
     return {"rollout.runner": [{"name": fun}] + [{k: v} for k, v in kwargs.items()]}
 
 
+def _ref(states, sid):
+    """A requisite naming step ``sid`` by the state module it runs (``rollout`` or ``salt``):
+    Salt matches a requisite by module and id, so a wrong module names no step."""
+    return {next(iter(states[sid])).split(".")[0]: sid}
+
+
 def run():
     pillar = __pillar__
     plan = __salt__["inventory.plan"](
@@ -44,18 +50,18 @@ def run():
         "rollout-lock": _runner("rolloutlock.acquire", kind="rollback", owner=owner, hosts=hosts),
         "minions-answer": _runner(
             "rollout.answering", hosts=hosts, command="orch.rollback",
-            require=[{"salt": "rollout-lock"}],
+            require=[{"rollout": "rollout-lock"}],
         ),
     }
     previous = None
     for pair in plan:
         before = None
         for host in pair["hosts"]:
-            requires = [{"salt": "minions-answer"}]
+            requires = [_ref(states, "minions-answer")]
             if before:
-                requires.append({"salt": before})
+                requires.append(_ref(states, before))
             elif previous and not parallel:
-                requires.append({"salt": previous})
+                requires.append(_ref(states, previous))
             args = [
                 {"tgt": host},
                 {"sls": "release.rollback"},
@@ -70,7 +76,7 @@ def run():
         previous = before
     # The run report, after every step passed or after a failure (never when this run did
     # not take the lock); the unlock below also follows a report that failed.
-    steps = [{"salt": sid} for sid in states if sid != "rollout-lock"]
+    steps = [_ref(states, sid) for sid in states if sid != "rollout-lock"]
     report = {
         "kind": "rollback", "owner": owner, "hosts": hosts,
         "release": (pillar.get("release") or {}).get("id"),
@@ -83,7 +89,7 @@ def run():
     last = {"parallel": True} if parallel else {}
     states["rollout-report"] = _runner("rolloutreport.write", **report, require=steps, **last)
     states["rollout-report-after-failure"] = _runner(
-        "rolloutreport.write", **report, failed=True, require=[{"salt": "rollout-lock"}],
+        "rolloutreport.write", **report, failed=True, require=[_ref(states, "rollout-lock")],
         onfail=steps, **last
     )
     # Give the lock back whatever happened: after every step passed, or (onfail: any step
@@ -91,10 +97,10 @@ def run():
     # Parallel like the host steps: a step that is not parallel would hold Salt's state loop
     # until every running step it requires ended, so a pair's host 2 would wait for the
     # slowest host 1 of all pairs (see orch.upgrade).
-    steps = [{"salt": sid} for sid in states if sid != "rollout-lock"]
+    steps = [_ref(states, sid) for sid in states if sid != "rollout-lock"]
     states["rollout-unlock"] = _runner("rolloutlock.release", owner=owner, require=steps, **last)
     states["rollout-unlock-after-failure"] = _runner(
-        "rolloutlock.release", owner=owner, require=[{"salt": "rollout-lock"}], onfail=steps,
+        "rolloutlock.release", owner=owner, require=[_ref(states, "rollout-lock")], onfail=steps,
         **last
     )
     return states

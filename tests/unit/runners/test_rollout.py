@@ -444,3 +444,34 @@ def test_gate_waits_for_hosts_down_then_refuses_to_exceed_max_unavailable(monkey
                        r"next wave \(ecsc-3\) would exceed max_unavailable 1"):
         rollout.gate("ecsc", ["ecsc-1"], hosts, max_fail=2, max_unavailable=1,
                      wave=["ecsc-3"], wait=0.05)
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_render_of_rollback_names_every_requisite_by_the_module_of_its_step(parallel):
+    """orch.rollback's master-side steps run through rollout.runner: a requisite that still
+    said ``salt: rollout-lock`` named no step, and the whole rollback failed on the lab."""
+    import types
+
+    import yaml
+
+    from tests.conftest import repo_utils
+
+    inventory = load_repo_module("modules", "inventory")
+    pillar = {}
+    for name in ("inventory", "release"):
+        pillar.update(yaml.safe_load((REPO_ROOT / "pillar" / f"{name}.sls").read_text()))
+    pillar["parallel"] = parallel
+    opts = {"id": "master"}
+    module = types.ModuleType("orch_rollback")
+    text = (REPO_ROOT / "salt" / "orch" / "rollback.sls").read_text().split("\n", 1)[1]
+    exec(compile(text, "rollback.sls", "exec"), module.__dict__)  # pylint: disable=exec-used
+    with patch.dict(inventory.__dict__, {"__pillar__": pillar, "__opts__": opts,
+                                         "__utils__": repo_utils(opts)}):
+        module.__dict__.update(__pillar__=pillar, __opts__=opts,
+                               __salt__={"inventory.plan": inventory.plan})
+        states = module.run()
+    _check_requisites(states)
+    assert {sid for sid, step in states.items() if "rollout.runner" in step} == {
+        "rollout-lock", "minions-answer", "rollout-report", "rollout-report-after-failure",
+        "rollout-unlock", "rollout-unlock-after-failure"}
+    assert sum("salt.state" in step for step in states.values()) == 8
