@@ -140,6 +140,9 @@ _RESET_SIGNALS = (
 )
 _KILL_WAIT = 10.0  # seconds a process gets to disappear after SIGKILL
 _THREAD_DUMP_WAIT = 1.0  # seconds the JVM gets to print its thread dump after SIGQUIT
+# seconds the previous start's launcher (a shell waiting on the JVM) gets to exit once the
+# JVM is gone: until it has, start refuses ("previous start still in progress")
+_LAUNCHER_WAIT = 2.0
 _GONE_POLL = 0.01  # seconds between looks at a signalled JVM's pids
 
 # java launcher options that take their value as the next argument
@@ -803,6 +806,17 @@ def _describe(proc):
         return f"pid {proc.pid}"
 
 
+def _wait_launcher_gone(name):
+    """After the JVM is gone: give what is left of the recorded start's session (the launcher
+    shell that waited on the JVM) up to _LAUNCHER_WAIT to exit by itself, so that a start
+    right after this stop does not find "the previous start still in progress". Never signals
+    it: a member that stays is reported by that start, as before."""
+    saved = _read_state(name)
+    deadline = time.monotonic() + _LAUNCHER_WAIT
+    while _start_session(saved) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def _start_session(saved, scan=None):
     """_session_procs of the start recorded in ``saved`` (the offsets file)."""
     return _session_procs(
@@ -1143,6 +1157,7 @@ def stop(name, signal="TERM", timeout=30, thread_dump=False, **identity):
             f"{__utils__['rollout_ids.minion_id']()}: {name}: pid(s) "
             f"{', '.join(str(p.pid) for p in alive)} still alive {_KILL_WAIT:g}s after SIGKILL"
         )
+    _wait_launcher_gone(name)
     ret["summary"] = ", ".join(steps)
     ret["outcome"] = "killed" if killed else "graceful"
     ret["seconds"] = round(time.monotonic() - began, 3)
