@@ -143,7 +143,7 @@ _THREAD_DUMP_WAIT = 1.0  # seconds the JVM gets to print its thread dump after S
 # seconds the previous start's launcher (a shell waiting on the JVM) gets to exit once the
 # JVM is gone: until it has, start refuses ("previous start still in progress")
 _LAUNCHER_WAIT = 2.0
-_GONE_POLL = 0.01  # seconds between looks at a signalled JVM's pids
+_GONE_POLL = 0.01  # seconds between looks at a signalled JVM's pids (and its launcher)
 
 # java launcher options that take their value as the next argument
 _OPTS_WITH_VALUE = frozenset(
@@ -814,7 +814,7 @@ def _wait_launcher_gone(name):
     saved = _read_state(name)
     deadline = time.monotonic() + _LAUNCHER_WAIT
     while _start_session(saved) and time.monotonic() < deadline:
-        time.sleep(0.01)
+        time.sleep(_GONE_POLL)
 
 
 def _start_session(saved, scan=None):
