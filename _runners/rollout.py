@@ -4,6 +4,9 @@ Master-side pre-flight of an upgrade or rollback, in as few job rounds as it can
 - :func:`survey` (orch.upgrade's render, read-only, one job): which targeted hosts are already
   on the release with their service up and healthy, which minions' custom modules differ from
   the master's, which run a state job.
+- :func:`publish` and :func:`close` (orch.upgrade's waves): the next wave's state job is
+  published while a wave runs and waits on its hosts for their turn (``turn`` module), so a
+  wave starts with one tiny job; ``close`` ends the wait of hosts a failed run never reached.
 - :func:`answering` (right after the rollout lock): every targeted minion answers, none is
   still running a state job (one left by an interrupted run, e.g. a killed ``salt-run``: the
   minion finishes it on its own; this run waits for it, then resumes the host from where that
@@ -347,3 +350,92 @@ def gate(service, done, hosts, max_fail=1, max_unavailable=1, wave=None, final=F
                 f"{max_unavailable} (waited {wait}s); not touched: {', '.join(untouched)}")
         log.warning("rollout.gate: %s: waiting for %s to answer health", service, down)
         time.sleep(POLL_SECONDS)
+
+
+def publish(hosts, jid, run=None, pillar=None, sls="release.upgrade", timeout=1800):
+    """
+    Publish ``state.sls <sls>`` to ``hosts``, as job ``jid``. With ``run``, each job waits
+    on its host for its turn in that run (pillar ``rollout_turn``, the SLS's first state
+    ``turn.taken``) before it touches anything: orch.upgrade's wave step (``rollout.turn``)
+    publishes the next wave's job so while its own wave runs, and gives the turn when that
+    wave may start. Without ``run`` the job starts at once. Raises ``CommandExecutionError``
+    naming the hosts the publish did not reach.
+
+    hosts
+        Minion ids (a list).
+
+    jid
+        The job id to publish under (orch.upgrade makes one per wave when it renders, so
+        that the wave steps can name it).
+
+    run
+        The run's token (the rollout lock's owner): the jobs wait for their turn in it.
+
+    pillar
+        The pillar the jobs run with (inventory, release, rollout_run, rollout_soak).
+
+    timeout
+        Seconds a host waits for its turn before its job gives up, touching nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run rollout.publish hosts='[ecsc-2]' jid=20261130080000000000 run=manual-1
+    """
+    hosts = _hosts(hosts)
+    pillar = dict(pillar or {})
+    if run:
+        pillar["rollout_turn"] = {"run": str(run), "timeout": int(timeout)}
+    client = salt.client.get_local_client(__opts__["conf_file"])
+    try:
+        pub = client.run_job(hosts, "state.sls", arg=[sls], tgt_type="list", jid=str(jid),
+                             kwarg={"pillar": pillar, "queue": False})
+    except SaltClientError as exc:
+        raise CommandExecutionError(f"cannot publish {sls} to {', '.join(hosts)}: {exc}; "
+                                    "no host was touched") from exc
+    finally:
+        client.destroy()
+    missing = [host for host in hosts if host not in (pub or {}).get("minions", [])]
+    if missing:
+        raise CommandExecutionError(
+            f"{', '.join(missing)}: the {sls} job {jid} did not reach "
+            f"{'it' if len(missing) == 1 else 'them'} (no accepted minion?); no host was touched")
+    return {"jid": pub["jid"], "hosts": hosts}
+
+
+def close(jobs, run, timeout=10):
+    """
+    End the wait of the hosts of ``jobs`` (published by :func:`publish` to wait for their
+    turn in ``run``) that have not returned: they get the verdict ``abort`` (a host that
+    already has its ``go`` keeps it), so their jobs end touching nothing. A job that was
+    never published is skipped. Run when a run stops before some hosts' waves (a failed
+    host, max_fail, failhard), and when a killed run's lock is taken over.
+
+    jobs
+        ``[{"jid": ..., "hosts": [...]}, ...]``
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run rollout.close '[{"jid": "20261130080000000000", "hosts": ["ecsc-2"]}]' run=manual-1
+    """
+    client = salt.client.get_local_client(__opts__["conf_file"])
+    try:
+        waiting = []
+        for job in jobs or []:
+            jid, hosts = str(job["jid"]), _hosts(job["hosts"])
+            load = client.returns_for_job(jid)
+            if not load:
+                continue  # never published
+            returned = client.get_cache_returns(jid) or {}
+            waiting += [host for host in hosts
+                        if host in (load.get("minions") or hosts) and host not in returned]
+        if not waiting:
+            return {"aborted": {}}
+        given = client.cmd(waiting, "turn.give", arg=[str(run), "abort"], tgt_type="list",
+                           timeout=timeout) or {}
+    finally:
+        client.destroy()
+    return {"aborted": {host: given.get(host) for host in waiting}}

@@ -158,7 +158,7 @@ def _hosts_list(hosts):
     return [str(h) for h in hosts]
 
 
-def acquire(kind, owner, hosts=None):
+def acquire(kind, owner, hosts=None, jobs=None):
     """
     Take the rollout lock for one orchestration run, or raise ``CommandExecutionError``
     naming the run that holds it. A stale lock (its holder's process is gone or its pid was
@@ -173,6 +173,11 @@ def acquire(kind, owner, hosts=None):
 
     hosts
         The minion ids the run works on (the compliance check skips them meanwhile).
+
+    jobs
+        The state jobs the run publishes ahead, waiting for their turns
+        (``[{"jid", "hosts"}]``, ``rollout.publish``): a run that takes over this lock when
+        it is stale ends the waits the killed run left (``rollout.close``).
 
     The holder is the process that runs this function: an orchestration step's is the
     process running the orchestration. Run alone from the CLI, the lock is stale as soon as
@@ -209,6 +214,7 @@ def acquire(kind, owner, hosts=None):
             "kind": str(kind),
             "hosts": _hosts_list(hosts),
             "owner": str(owner),
+            "jobs": list(jobs or []),
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             **_this_process(),
         }
@@ -218,6 +224,14 @@ def acquire(kind, owner, hosts=None):
     finally:
         os.close(fd)
     ret = {"path": path, "acquired": True, "holder": record, "took_over": took_over}
+    if took_over and took_over.get("jobs"):
+        # The killed run's hosts may still wait for their turns: end those waits now, so
+        # this run does not wait for them (their jobs end touching nothing).
+        try:
+            ret["closed"] = __salt__["rollout.close"](took_over["jobs"], took_over["owner"])
+        except Exception as exc:  # pylint: disable=broad-except
+            log.warning("rolloutlock: cannot end the waits of run %s: %s",
+                        took_over.get("owner"), exc)
     if took_over:
         ret["comment"] = (
             f"stale rollout lock taken over: {took_over['stale']} "

@@ -19,6 +19,12 @@ on drift) fails it too, as ``saltutil.runner`` reads it; under ``test=True`` not
 (result None). Outputters and tests read both alike. orch.compliance runs its one step,
 ``compliance.report``, the same way.
 
+``rollout.turn`` is a host wave's step of orch.upgrade: the wave's state job was published
+ahead (``rollout.publish``) and waits on its hosts; this step gives them their turn and
+collects the returns, and its return is ``salt.state``'s (it runs Salt's own ``salt.state``
+with the job's gathering in place of a new publish), so ``allow_fail``, ``expect_minions``
+and the outputters work as with ``salt.state``.
+
 Master side only (``__virtual__`` refuses on minions); ``salt-run saltutil.sync_all`` (or
 ``sync_states`` and ``sync_runners``) syncs it and the runners to the master.
 
@@ -28,8 +34,10 @@ Master side only (``__virtual__`` refuses on minions); ``salt-run saltutil.sync_
 import logging
 import traceback
 
+import salt.client
 import salt.loader
 import salt.utils.args
+from salt.exceptions import CommandExecutionError
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +74,7 @@ def runner(name, **kwargs):
     ret = {"name": name, "changes": {}, "result": False,
            "comment": f"Runner function '{name}' failed."}
     context = {}
-    runners = salt.loader.runner(__opts__, utils=__utils__, context=context,
-                                 whitelist=list(_REPO_RUNNERS))
+    runners = _runners(context)
     if name not in runners:
         ret["changes"] = {"return": f"runner {name} is not available on the master: "
                                     "salt-run saltutil.sync_all"}
@@ -84,4 +91,114 @@ def runner(name, **kwargs):
         # The runner's own verdict (e.g. drift): the step fails, salt-run exits non-zero.
         return ret
     ret.update(result=True, comment=f"Runner function '{name}' executed.")
+    return ret
+
+
+def _take_turn(hosts, jid, run, publish, meanwhile):
+    """{host: {"ret": ...}} of the state job ``jid`` on ``hosts``, as ``saltutil.cmd`` gives
+    a job's returns to ``salt.state``: published ahead (waiting for the turn ``run``), its
+    hosts get the turn; not published yet, ``publish(jid, hosts)`` starts it now. Then
+    ``meanwhile()`` runs, and the returns are collected."""
+    client = salt.client.get_local_client(__opts__["conf_file"])
+    try:
+        # Listen before anything can return; a host whose job ended before its turn (its
+        # render failed, another state job ran) is in the job cache already.
+        client.event.connect_pub()
+        client.event.subscribe(f"salt/job/{jid}")
+        found = {}
+        if not client.returns_for_job(jid):
+            try:
+                publish(jid, hosts)
+            except CommandExecutionError as exc:
+                return {host: {"failed": True, "ret": str(exc)} for host in hosts}
+            going = list(hosts)
+        else:
+            found = {host: ret for host, ret in client.get_cache_returns(jid).items()
+                     if host in hosts}
+            ask = [host for host in hosts if host not in found]
+            given = client.cmd(ask, "turn.give", arg=[run], tgt_type="list") if ask else {}
+            going = [host for host in ask if given.get(host) == "go"]
+            for host in ask:
+                if host not in going:  # its job never starts: do not wait for it
+                    found[host] = {"failed": True, "ret": (
+                        f"{host} did not take its turn in run {run}: turn.give answered "
+                        f"{given.get(host)!r}; nothing was touched")}
+        meanwhile()
+        if going:
+            for item in client.get_iter_returns(jid, set(going), tgt=going, tgt_type="list",
+                                                expect_minions=True):
+                found.update({host: ret for host, ret in (item or {}).items() if host in going})
+        return found
+    finally:
+        client.destroy()
+
+
+def _runners(context=None):
+    """The repo's runners (not Salt's own), with this state run's opts and utils."""
+    context = {} if context is None else context
+    return salt.loader.runner(__opts__, utils=__utils__, context=context,
+                              whitelist=list(_REPO_RUNNERS))
+
+
+def turn(name, tgt, jid, run, pillar=None, timeout=1800, then=None, **kwargs):
+    """
+    Run one wave of orch.upgrade: give ``tgt`` (a minion id or a list) its turn in ``run``
+    in the state job ``jid`` that the wave before published ahead (or publish that job now,
+    when none did: the first wave), publish the next wave's job (``then``) so that it
+    renders while this wave runs, and collect this wave's returns. The other arguments are
+    ``salt.state``'s (``sls``, ``allow_fail``, ``expect_minions``, ...), and so is the
+    return: result False when a host's state run failed or it did not return.
+
+    pillar
+        The pillar of the jobs (inventory, release, rollout_run, rollout_soak).
+
+    timeout
+        Seconds a job published ahead waits for its turn.
+
+    then
+        The next wave's job: ``{"jid": ..., "tgt": [...]}``.
+
+    .. code-block:: yaml
+
+        upgrade-ecsc-1:
+          rollout.turn:
+            - tgt: ecsc-1
+            - jid: '20261130080000000000'
+            - run: 6f1c0a...
+            - sls: release.upgrade
+            - then: {jid: '20261130080000000001', tgt: [ecsc-2]}
+    """
+    hosts = [tgt] if isinstance(tgt, str) else list(tgt)
+    if __opts__.get("test"):
+        return {"name": name, "changes": {}, "result": None,
+                "comment": f"would give {', '.join(hosts)} their turn in job {jid}"}
+    runners = _runners()
+    sls = kwargs.get("sls", "release.upgrade")
+
+    def publish(job, targets, **turn_kw):
+        return runners["rollout.publish"](targets, job, pillar=pillar, sls=sls, **turn_kw)
+
+    ahead = []
+
+    def publish_next():
+        if not then:
+            return
+        try:
+            publish(str(then["jid"]), then["tgt"], run=str(run), timeout=timeout)
+        except Exception as exc:  # pylint: disable=broad-except
+            # Not this wave's failure: the next wave's step publishes its job itself.
+            ahead.append(f"the next wave's job was not published ahead: {exc}")
+            log.warning("rollout.turn %s: %s", name, ahead[0])
+
+    gathered = _take_turn(hosts, str(jid), str(run), publish, publish_next)
+
+    def returns(*_args, **_kwargs):  # stands in for saltutil.cmd: no new job
+        return gathered
+
+    states = salt.loader.states(__opts__, {"saltutil.cmd": returns}, __utils__, {},
+                                whitelist=["salt"])  # saltmod.py, virtual name salt
+    ret = states["salt.state"](name=name, tgt=hosts, tgt_type="list",
+                               **salt.utils.args.clean_kwargs(**kwargs))
+    if ahead:
+        ret["comment"] += f" ({ahead[0]})"
     return ret

@@ -29,7 +29,7 @@ TARGETS = {"lab_up_s": 90.0, "rss_gib": 2.5, "compliance_s": 5.0}
 
 
 def salt_run(*args):
-    env = {**os.environ, "PATH": f"{labctl.VENV_BIN}:{os.environ.get('PATH', '')}"}
+    env = labctl.salt_env()
     t0 = time.monotonic()
     proc = subprocess.run(["salt-run", *args], cwd=labctl.REPO, env=env, capture_output=True,
                           text=True, timeout=1800)

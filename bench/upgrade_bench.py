@@ -82,7 +82,7 @@ def lab_lock(what):
 
 def timed(*argv, timeout=1800):
     """(seconds, CompletedProcess) of one whole process run from the repo root."""
-    env = {**os.environ, "PATH": f"{labctl.VENV_BIN}:{os.environ.get('PATH', '')}"}
+    env = labctl.salt_env()
     began = time.monotonic()
     proc = subprocess.run(list(argv), cwd=labctl.REPO, env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)

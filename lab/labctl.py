@@ -302,11 +302,22 @@ def write_minion_config(host):
     (cfg_dir / "minion").write_text(yaml.safe_dump(config, sort_keys=True))
 
 
+def salt_env():
+    """The environment of the lab's Salt daemons and CLIs: the venv first on PATH, and
+    Python's bytecode cache on, as under a salt-minion service (a shell or CI runner may set
+    PYTHONDONTWRITEBYTECODE; then every job process would compile the synced modules again,
+    about 0.25 s of CPU per job)."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    env["PATH"] = f"{VENV_BIN}:{os.environ.get('PATH', '')}"
+    return env
+
+
 def _spawn(args, log):
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(os.devnull, "rb") as devnull, open(log, "ab") as out:
         subprocess.Popen(
-            args, cwd=REPO, stdin=devnull, stdout=out, stderr=out, start_new_session=True
+            args, cwd=REPO, stdin=devnull, stdout=out, stderr=out, start_new_session=True,
+            env=salt_env(),
         )
 
 
@@ -376,7 +387,7 @@ def salt_cmd(*args, timeout=60):
     """Run a salt CLI from the repo root (the Saltfile points it at etc/salt)."""
     return subprocess.run(
         list(args), cwd=REPO, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"},
+        env=salt_env(),
     )
 
 

@@ -27,8 +27,17 @@ for; modules synced to the minions whose modules differ from the master's, only 
 pre-flight: a job (release.preflight) only on the hosts with work whose survey pre-flight
 did not pass on the master's modules (stale, silent or busy then, or refused: its job then
 fails the run with the detail, before any host is touched) -> per service, in waves (its
-rollout policy; the runbook's pairs: host 1, then host 2 only if host 1 passed every gate).
-A failed host rolls itself back to its backup. Then, after success or failure:
+rollout policy; the runbook's pairs: host 1, then host 2 only if host 1 passed every gate),
+one step per wave (rollout.turn): the first wave's step publishes its release.upgrade job;
+every step also publishes the next wave's job (rollout.publish), which compiles and renders
+on its hosts while this wave runs, then waits there, touching nothing, for its turn (pillar
+rollout_turn, state turn.taken); the next wave's step gives the turn (turn.give: a job that
+writes one small file) and collects the returns as salt.state would. So a wave costs a tiny
+job, not a state-job round of about 3 s. A failed host rolls itself back to its backup. A
+run that stops before some hosts' waves ends their wait (rollout-close: runner rollout.close,
+verdict abort; they touch nothing); so does the next run that takes over the lock of a
+killed one. A dry run (test=True) publishes nothing ahead: plain salt.state steps. Then,
+after success or failure:
 rollout-report (runner rolloutreport.write: the run report from this run's events, which
 carry the lock's owner token as ``run``, pillar rollout_run) and rollout-unlock (runner
 rolloutlock.release), which never waits for the report: a report that fails still gives the
@@ -42,6 +51,7 @@ import uuid
 # The py renderer binds the name `salt` to __salt__: import Salt's modules under other names.
 import salt.loader as salt_loader
 import salt.key as salt_key
+import salt.utils.jid as salt_jid
 from salt.exceptions import SaltInvocationError
 
 log = logging.getLogger(__name__)
@@ -88,15 +98,10 @@ def _nothing_to_do(comment, require, parallel=False):
     ] + ([{"parallel": True}] if parallel else [])}
 
 
-def _req(sids, idle_steps):
-    """Requisites on the steps ``sids``, each by its state module: test for the steps with
-    nothing to do (``idle_steps``), rollout for the master's own steps (``rollout-*``,
-    ``gate-*``, ``minions-answer``: rollout.runner), salt for the host jobs."""
-    def module(sid):
-        if sid in idle_steps:
-            return "test"
-        return "rollout" if sid.startswith(("rollout-", "gate-", "minions-")) else "salt"
-    return [{module(sid): sid} for sid in dict.fromkeys(sids)]
+def _req(states, sids):
+    """Requisites on the steps ``sids`` (already in ``states``), each named by the state
+    module it runs (test, rollout or salt), as Salt's requisites want."""
+    return [{next(iter(states[sid])).split(".")[0]: sid} for sid in dict.fromkeys(sids)]
 
 
 def run():
@@ -132,10 +137,27 @@ def run():
     # the run with the states' own detail, before any host is touched.
     unchecked = [host for host in work if host not in survey["preflight"]]
     release = passthrough.get("release", {}).get("id")
-    # Steps with nothing to do (test.configurable_test_state): requisites name them by "test".
-    idle_steps = set() if unchecked else {"preflight"}
 
     owner = uuid.uuid4().hex  # names this run's lock; rendering takes none
+    # Each service goes in waves (its rollout policy, inventory.plan: the runbook's pairs are
+    # one host per wave, host 1 then host 2).
+    def wave_id(pair, index, wave):
+        return f"upgrade-{wave[0]}" if len(wave) == 1 else f"upgrade-{pair['service']}-wave-{index + 1}"
+
+    # The waves with work, in run order, each with the state job its hosts' upgrades run in
+    # (a jid made here, so that the steps can name it). A wave's step publishes the next
+    # wave's job (the same service's in parallel, the next in the run when one at a time)
+    # while it runs: that job renders meanwhile and waits on its hosts for their turn.
+    ahead = bool(work) and not __opts__.get("test")
+    waves = [(pair["service"], wave_id(pair, index, wave), [h for h in wave if h in work])
+             for pair in plan for index, wave in enumerate(pair["waves"])]
+    waves = [(service, sid, tgt) for service, sid, tgt in waves if tgt and ahead]
+    jobs = {sid: {"jid": salt_jid.gen_jid(__opts__), "tgt": tgt} for _, sid, tgt in waves}
+    then = {}
+    for index, (service, sid, _) in enumerate(waves):
+        later = [other for svc, other, _ in waves[index + 1:] if svc == service or not parallel]
+        if later:
+            then[sid] = jobs[later[0]]
     started = time.time()
     # Every host step's progress event carries the token (its `run`): the report's filter.
     passthrough["rollout_run"] = owner
@@ -144,7 +166,9 @@ def run():
         # The lock guards real work only: a run with nothing to do takes none (it changes
         # nothing, so it needs no lock, no answering step and no pre-flight).
         states["rollout-lock"] = _runner("rolloutlock.acquire", kind="upgrade", owner=owner,
-                                         hosts=hosts)
+                                         hosts=hosts,
+                                         jobs=[{"jid": job["jid"], "hosts": job["tgt"]}
+                                               for job in jobs.values()])
         after_lock = [{"rollout": "rollout-lock"}]
         if sync or set(work) - set(idle):
             # Only when it has something to do: a host the survey did not see answer idle,
@@ -169,15 +193,18 @@ def run():
         # Nothing runs in the background: every step in turn, none forked (a parallel step
         # is a process of its own, and the state loop polls for it).
         parallel = False
-    # Each service goes in waves (its rollout policy, inventory.plan: the runbook's pairs are
-    # one host per wave, host 1 then host 2). Not parallel: steps run one at a time in the
-    # order written here, the runbook's order. A wave runs only if the one before it passed.
+    # A canary wave soaks in rotation, watched (pillar rollout_soak: {host: seconds}).
+    soaks = {host: pair["policy"]["soak"] for pair in plan
+             if pair["policy"]["canary"] and pair["policy"]["soak"]
+             for host in pair["waves"][0] if host in work}
+    job_pillar = {**passthrough, **({"rollout_soak": soaks} if soaks else {})}
+    # A job published ahead waits at most one wave (and a canary's soak) for its turn: the
+    # jobs of a killed run give up, touching nothing.
+    turn_timeout = 1200 + max([0] + list(soaks.values()))
+    # Not parallel: steps run one at a time in the order written here, the runbook's order. A wave runs only if the one before it passed.
     # failhard stops the whole run at the first failed host: one at a time, each wave requires
     # every wave before it; in parallel, no service goes on to its next wave unless every
     # service's first wave passed.
-    def wave_id(pair, index, wave):
-        return f"upgrade-{wave[0]}" if len(wave) == 1 else f"upgrade-{pair['service']}-wave-{index + 1}"
-
     first_waves = [wave_id(pair, 0, pair["waves"][0]) for pair in plan]
     done = []
     for pair in plan:
@@ -197,23 +224,29 @@ def run():
                 requires += done if not parallel else (first_waves if before else [])
             wave_work = [host for host in wave if host in work]
             if wave_work:
-                extra = {"expect_minions": True, "require": _req(requires, idle_steps)}
+                extra = {"expect_minions": True, "require": _req(states, requires)}
                 if policy["max_fail"] > 1:
                     # Failed hosts within max_fail do not fail the step: the gate counts them.
                     extra["allow_fail"] = policy["max_fail"] - 1
                 if parallel:
                     extra["parallel"] = True
-                wave_pillar = passthrough
-                if index == 0 and policy["canary"] and policy["soak"]:
-                    wave_pillar = {**passthrough, "rollout_soak": policy["soak"]}
                 tgt = wave_work[0] if len(wave_work) == 1 else wave_work
-                states[sid] = _step("release.upgrade", tgt, wave_pillar, **extra)
+                if ahead:
+                    # The first wave publishes its own job; a later one's was published
+                    # ahead by the wave before it (then): this step gives the turn.
+                    states[sid] = {"rollout.turn": [
+                        {"tgt": tgt}, {"jid": jobs[sid]["jid"]}, {"run": owner},
+                        {"sls": "release.upgrade"}, {"pillar": job_pillar},
+                        {"timeout": turn_timeout},
+                    ] + ([{"then": then[sid]}] if sid in then else [])
+                      + [{k: v} for k, v in extra.items()]}
+                else:
+                    states[sid] = _step("release.upgrade", tgt, job_pillar, **extra)
             else:
-                idle_steps.add(sid)
                 states[sid] = _nothing_to_do(
                     f"{', '.join(wave)}: already on {release} (deployed record intact, its JVM "
                     "started after the deploy, health answers 200): not touched",
-                    _req(requires, idle_steps), parallel=parallel)
+                    _req(states, requires), parallel=parallel)
             before = sid
             done.append(sid)
             upgraded = upgraded + wave  # a new list: each gate keeps its own
@@ -225,13 +258,13 @@ def run():
                     hosts=pair["hosts"], max_fail=policy["max_fail"],
                     max_unavailable=policy["max_unavailable"],
                     wave=[] if last else pair["waves"][index + 1], final=last,
-                    pillar=passthrough, require=_req([sid], idle_steps),
+                    pillar=passthrough, require=_req(states, [sid]),
                     **({"parallel": True} if parallel else {}))
                 before = gid
                 done.append(gid)
     # The run report, after every step passed or after a failure (never when this run did
     # not take the lock); the unlock below also follows a report that failed.
-    steps = _req([sid for sid in states if sid != "rollout-lock"], idle_steps)
+    steps = _req(states, [sid for sid in states if sid != "rollout-lock"])
     locked = "rollout-lock" in states
     report = {
         "kind": "upgrade", "owner": owner, "hosts": hosts, "release": release,
@@ -244,6 +277,13 @@ def run():
     states["rollout-report"] = _runner("rolloutreport.write", **report, require=steps, **last)
     if not locked:
         return states  # nothing to do: no step can fail, and no lock to give back
+    if ahead:
+        # A run that stopped before some hosts' waves (a failed host, max_fail, failhard)
+        # ends their wait: their jobs end touching nothing.
+        states["rollout-close"] = _runner(
+            "rollout.close", jobs=[{"jid": job["jid"], "hosts": job["tgt"]}
+                                   for job in jobs.values()], run=owner,
+            require=[{"rollout": "rollout-lock"}], onfail=steps, **last)
     states["rollout-report-after-failure"] = _runner(
         "rolloutreport.write", **report, failed=True, require=[{"rollout": "rollout-lock"}],
         onfail=steps, **last
@@ -254,7 +294,7 @@ def run():
     # not parallel until every running step it requires has ended, and only then starts the
     # second hosts, so each pair's host 2 would wait for the slowest host 1 of all pairs.
     # Any later step that requires the host steps must be parallel for the same reason.
-    steps = _req([sid for sid in states if sid != "rollout-lock"], idle_steps)
+    steps = _req(states, [sid for sid in states if sid != "rollout-lock"])
     states["rollout-unlock"] = _runner("rolloutlock.release", owner=owner, require=steps, **last)
     states["rollout-unlock-after-failure"] = _runner(
         "rolloutlock.release", owner=owner, require=[{"rollout": "rollout-lock"}], onfail=steps,

@@ -5,7 +5,7 @@
     up the live dir (service still running) -> stop -> swap the staged tree in -> start ->
     ready gate (log after offset + HTTP) -> fixed issues -> old backups pruned
     (release:keep_backups) -> back in rotation (pillar undrain hook) -> a canary's soak
-    (pillar rollout_soak, set by orch.upgrade for its canary wave only)
+    (pillar rollout_soak: {host: seconds}, set by orch.upgrade for its canary wave)
 
 Only stop + swap + start are downtime. A host already on the release is left alone (no stop,
 no restart). A canary soaks in rotation, serving real traffic: its JVM, health and fatal log
@@ -19,6 +19,10 @@ first state (release.resumed) says where the run left it (staged, backed-up, sto
 swapped), puts a swap cut short back or completes it, and clears staging and .previous
 (never a tree no verified backup holds); the steps below then finish the host, and the
 fixed-issue checks run even when the swap had been done already.
+
+Published ahead of its wave (orch.upgrade does so with pillar rollout_turn: {run, timeout}),
+the job first waits for the master to give this host its turn (turn.taken): every other
+state requires it, so an abort or a timeout there touches nothing and fires no event.
 
 Progress events, fired as each step ends: rollout/upgrade/<host>/<step> with step one of
 resumed, staged, backed-up, stopped, swapped, ready, verified, failed, rolled-back; data: host,
@@ -51,11 +55,17 @@ def run():
     # Salt runs states in the order given here (requisites permitting): each progress event
     # follows its step, so the bus shows the upgrade as it happens.
     states = {}
-    states["event-begin"] = event("begin", {"from": (record or {}).get("release")})
+    turn = __pillar__.get("rollout_turn")
+    taken = []
+    if turn and not test:
+        states["turn"] = {"turn.taken": [{"name": turn["run"]}, {"timeout": turn["timeout"]}]}
+        taken = [{"turn": "turn"}]
+    states["event-begin"] = event("begin", {"from": (record or {}).get("release")},
+                                  **({"require": taken} if taken else {}))
     resumed = {"release": "resumed"}
     states["resumed"] = {"release.resumed": [
         {"name": target}, {"release": rel}, {"service": svc}, {"identity": host["identity"]},
-    ]}
+    ] + ([{"require": taken}] if taken else [])}
     states["event-resumed"] = event("resumed", onchanges=[resumed])
     states["staged"] = {"release.staged": [
         {"name": target}, {"source": host["source"]}, {"sha256": host["sha256"]},
@@ -147,7 +157,7 @@ def run():
     # A canary's soak (orch.upgrade passes rollout_soak to its canary wave only): in rotation,
     # serving real traffic, watched as in the ready gate's settle time; a failed soak drains
     # the host again and fails, so the rollback below puts the old release back.
-    soak = __pillar__.get("rollout_soak") or 0
+    soak = (__pillar__.get("rollout_soak") or {}).get(host["id"]) or 0
     soaked = [{"balancer": "soaked"}] if soak else []
     if soak:
         states["soaked"] = {"balancer.soaked": [
@@ -162,8 +172,10 @@ def run():
         # backup was not made (nothing was stopped there). Left out of a dry run.
         after_stop = ([{"javaservice": "stopped"}, swapped, {"javaservice": "ready"}] + fixes
                       + soaked)
+        # Not when this host never had its turn (nothing ran).
         states["event-failed"] = event(
-            "failed", onfail=[resumed, staged, {"backup": "backed-up"}] + drained + after_stop
+            "failed", onfail=[resumed, staged, {"backup": "backed-up"}] + drained + after_stop,
+            **({"require": taken} if taken else {})
         )
         # A failed drain fails the stop's requisite, not the stop: nothing to roll back then.
         states["rolled-back"] = {"release.rolled_back": [
@@ -180,7 +192,7 @@ def run():
             if drained:
                 states["in-rotation-after-failed-drain"] = {"balancer.in_rotation": [
                     {"name": svc}, {"onfail": drained},
-                ]}
+                ] + ([{"require": taken}] if taken else [])}
     # Last, whatever happened above: the host's state run finished (it returned).
-    states["event-end"] = event("end")
+    states["event-end"] = event("end", **({"require": taken} if taken else {}))
     return states

@@ -21,7 +21,7 @@ VENV_BIN = REPO_ROOT / ".venv" / "bin"
 
 def run_cli(*args, timeout=600):
     """Run a salt CLI from the repo root; returns the CompletedProcess (text)."""
-    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}
+    env = labctl.salt_env()
     return subprocess.run(
         [str(a) for a in args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
         timeout=timeout,

@@ -203,9 +203,9 @@ def test_master_code_hashes_the_shipped_modules_of_the_file_server(tmp_path):
 # ------------------------------------------------------------ orch.upgrade's render
 
 
-def _render_upgrade(survey, pillar_extra=None):
+def _render_upgrade(survey, pillar_extra=None, test=False):
     """Render salt/orch/upgrade.sls (#!py) with the repo's pillar, every host a known minion,
-    and ``survey`` as rollout.survey's answer."""
+    and ``survey`` as rollout.survey's answer (``test``: a dry run's render)."""
     import types
 
     import yaml
@@ -218,7 +218,7 @@ def _render_upgrade(survey, pillar_extra=None):
     pillar.update(pillar_extra or {})
     from tests.conftest import repo_utils
 
-    opts = {"id": "master"}
+    opts = {"id": "master", "test": test}
     module = types.ModuleType("orch_upgrade")
     text = (REPO_ROOT / "salt" / "orch" / "upgrade.sls").read_text().split("\n", 1)[1]
     exec(compile(text, "upgrade.sls", "exec"), module.__dict__)  # pylint: disable=exec-used
@@ -259,7 +259,11 @@ def test_render_gives_hosts_already_on_the_release_no_job_and_syncs_only_stale_o
             assert fun == "test.configurable_test_state", host  # no job on the minion
             assert {"changes": False} in args and {"result": True} in args
         else:
-            assert fun == "salt.state" and {"sls": "release.upgrade"} in args, host
+            assert fun == "rollout.turn" and {"sls": "release.upgrade"} in args, host
+    # Only the hosts with work have a job: ecmc-1's step publishes ecmc-2's ahead.
+    assert _args(states["upgrade-ecmc-1"])[1]["then"] == {
+        "jid": _args(states["upgrade-ecmc-2"])[1]["jid"], "tgt": ["ecmc-2"]}
+    assert "then" not in _args(states["upgrade-schedule-2"])[1]
     # No sync_all step: the answering runner syncs the stale hosts with work, only them.
     assert not any("saltutil.sync_all" in str(step) for step in states.values())
     answer = dict(kv for item in states["minions-answer"]["rollout.runner"] for kv in item.items())
@@ -273,7 +277,8 @@ def test_render_gives_hosts_already_on_the_release_no_job_and_syncs_only_stale_o
     ecsc2 = dict(kv for item in states["upgrade-ecsc-2"]["test.configurable_test_state"]
                  for kv in item.items())
     assert {"test": "upgrade-ecsc-1"} in ecsc2["require"] and ecsc2["parallel"] is True
-    schedule2 = dict(kv for item in states["upgrade-schedule-2"]["salt.state"] for kv in item.items())
+    schedule2 = dict(kv for item in states["upgrade-schedule-2"]["rollout.turn"]
+                     for kv in item.items())
     assert {"test": "upgrade-schedule-1"} in schedule2["require"]
 
 
@@ -289,7 +294,7 @@ def test_render_runs_a_preflight_job_only_on_hosts_the_survey_did_not_preflight(
     assert fun == "salt.state" and preflight["sls"] == "release.preflight"
     assert preflight["tgt"] == ["ecmc-2"] and preflight["require"] == [{"rollout": "minions-answer"}]
     fun, ecmc1 = _args(states["upgrade-ecmc-1"])
-    assert fun == "salt.state" and {"salt": "preflight"} in ecmc1["require"]
+    assert fun == "rollout.turn" and {"salt": "preflight"} in ecmc1["require"]
 
     states, _ = _render_upgrade(_survey_of(current=current, preflight=work))
     _check_requisites(states)
@@ -302,7 +307,7 @@ def test_render_runs_a_preflight_job_only_on_hosts_the_survey_did_not_preflight(
     assert not any(step.get("salt.state") and _args(step)[1]["sls"] == "release.preflight"
                    for step in states.values())
     fun, ecmc1 = _args(states["upgrade-ecmc-1"])
-    assert fun == "salt.state" and {"test": "preflight"} in ecmc1["require"]
+    assert fun == "rollout.turn" and {"test": "preflight"} in ecmc1["require"]
     # The lock still guards the real work: taken first, given back after success or failure.
     assert {"test": "preflight"} in _args(states["rollout-unlock"])[1]["require"]
     assert {"test": "preflight"} in _args(states["rollout-unlock-after-failure"])[1]["onfail"]
@@ -359,8 +364,8 @@ def test_render_keeps_every_step_after_the_hosts_parallel_in_a_parallel_run():
     # The master's own steps run in this state run (rollout.runner), none through salt.runner.
     assert not any("salt.runner" in step for step in states.values())
     assert {sid for sid, step in states.items() if "rollout.runner" in step} == {
-        "rollout-lock", "rollout-report", "rollout-report-after-failure", "rollout-unlock",
-        "rollout-unlock-after-failure"}
+        "rollout-lock", "rollout-close", "rollout-report",
+        "rollout-report-after-failure", "rollout-unlock", "rollout-unlock-after-failure"}
     states, _ = _render_upgrade(_survey_of(), {"parallel": False})
     _check_requisites(states)
     assert not any({"parallel": True} in args for step in states.values()
@@ -386,20 +391,60 @@ def test_render_of_a_batched_service_gives_one_job_per_wave_and_gates_between():
     states, _ = _render_upgrade(_survey_of(), {"inventory": inventory})
     _check_requisites(states)
     fun, canary = _args(states["upgrade-ecsc-1"])
-    assert fun == "salt.state" and canary["tgt"] == "ecsc-1" and canary["allow_fail"] == 1
-    assert canary["pillar"]["rollout_soak"] == 30
+    assert fun == "rollout.turn" and canary["tgt"] == "ecsc-1" and canary["allow_fail"] == 1
+    # One pillar for every job (each published ahead by the wave before): the soak is the
+    # canary's only; the canary's step publishes the batch's job.
+    assert canary["pillar"]["rollout_soak"] == {"ecsc-1": 30}
+    assert canary["timeout"] >= 1200 + 30
     fun, gate = _args(states["gate-ecsc-1"])
     assert fun == "rollout.runner" and gate["name"] == "rollout.gate"
     assert (gate["done"], gate["wave"], gate["final"]) == (["ecsc-1"], ["ecsc-2", "ecsc-3"], False)
     assert gate["max_unavailable"] == 2
     fun, batch = _args(states["upgrade-ecsc-wave-2"])
-    assert batch["tgt"] == ["ecsc-2", "ecsc-3"] and batch["tgt_type"] == "list"
-    assert {"rollout": "gate-ecsc-1"} in batch["require"] and "rollout_soak" not in batch["pillar"]
+    assert batch["tgt"] == ["ecsc-2", "ecsc-3"] and canary["then"] == {
+        "jid": batch["jid"], "tgt": ["ecsc-2", "ecsc-3"]}
+    assert {"rollout": "gate-ecsc-1"} in batch["require"]
     fun, last = _args(states["gate-ecsc-2"])
     assert last["final"] is True and last["done"] == ["ecsc-1", "ecsc-2", "ecsc-3"]
     assert not any(sid.startswith("gate-ecmc") for sid in states)
     fun, ecmc2 = _args(states["upgrade-ecmc-2"])
-    assert {"salt": "upgrade-ecmc-1"} in ecmc2["require"] and "allow_fail" not in ecmc2
+    assert {"rollout": "upgrade-ecmc-1"} in ecmc2["require"] and "allow_fail" not in ecmc2
+    # A dry run publishes nothing ahead: plain salt.state steps, the soak in the canary's
+    # pillar (read by its host id).
+    states, _ = _render_upgrade(_survey_of(), {"inventory": inventory}, test=True)
+    _check_requisites(states)
+    assert "rollout-close" not in states
+    fun, canary = _args(states["upgrade-ecsc-1"])
+    assert fun == "salt.state" and canary["pillar"]["rollout_soak"] == {"ecsc-1": 30}
+
+
+def test_render_publishes_each_wave_ahead_and_closes_the_waits_of_a_failed_run():
+    """Each wave's upgrade is a job of its own (a jid made at render): the first wave's step
+    publishes its own, every step publishes the next wave's ahead (then: the same service's
+    in parallel, the next in the run one at a time), the lock records every job, and a
+    failed run ends the waits of the hosts it never reached (rollout-close, onfail)."""
+    states, hosts = _render_upgrade(_survey_of())
+    _check_requisites(states)
+    _, lock = _args(states["rollout-lock"])
+    steps = {host: _args(states[f"upgrade-{host}"])[1] for host in hosts}
+    assert len({step["jid"] for step in steps.values()}) == 8
+    for host, step in steps.items():
+        assert step["run"] == lock["owner"] and step["pillar"]["rollout_run"] == lock["owner"]
+        assert "inventory" in step["pillar"] and step["timeout"] >= 1200
+    assert [step.get("then") for host, step in steps.items()] == [
+        {"jid": steps[host.replace("-1", "-2")]["jid"], "tgt": [host.replace("-1", "-2")]}
+        if host.endswith("-1") else None for host in hosts]
+    assert lock["jobs"] == [{"jid": steps[h]["jid"], "hosts": [h]} for h in hosts]
+    fun, close = _args(states["rollout-close"])
+    assert close["name"] == "rollout.close" and close["jobs"] == lock["jobs"]
+    assert {"rollout": "upgrade-ecsc-2"} in close["onfail"] and close["run"] == lock["owner"]
+    # One at a time: each step publishes the next step's job, whatever its service.
+    states, _ = _render_upgrade(_survey_of(), {"parallel": False})
+    _check_requisites(states)
+    order = [sid for sid in states if sid.startswith("upgrade-")]
+    for sid, nxt in zip(order, order[1:]):
+        assert _args(states[sid])[1]["then"]["jid"] == _args(states[nxt])[1]["jid"], sid
+    assert "then" not in _args(states[order[-1]])[1]
 
 
 # ---------------------------------------------------------------- rollout.gate (waves)

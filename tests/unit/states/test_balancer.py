@@ -110,7 +110,7 @@ def _args(state):
 
 
 def test_the_canary_soaks_after_undrain_and_a_failed_soak_rolls_back():
-    states = _render_upgrade({"rollout_soak": 30})
+    states = _render_upgrade({"rollout_soak": {"ecsc-1": 30}})
     order = list(states)
     assert order.index("in-rotation") < order.index("soaked") < order.index("rolled-back")
     soaked = _args(states["soaked"])
@@ -124,5 +124,21 @@ def test_the_canary_soaks_after_undrain_and_a_failed_soak_rolls_back():
     # Rolled back: back in rotation on the old release.
     assert _args(states["in-rotation-after-rollback"])["onchanges"] == [
         {"release": "rolled-back"}]
-    # Hosts of later waves (no rollout_soak): no soak.
+    # Hosts of later waves (no rollout_soak, or not theirs): no soak.
     assert "soaked" not in _render_upgrade({})
+    assert "soaked" not in _render_upgrade({"rollout_soak": {"ecsc-2": 30}})
+
+
+def test_a_job_published_ahead_waits_for_its_turn_before_anything_else():
+    """With pillar rollout_turn (orch.upgrade publishes every host's job ahead), the first
+    state waits for the host's turn and nothing else runs without it: no progress event, no
+    resume, no rollback, no undrain (an aborted job touches nothing)."""
+    states = _render_upgrade({"rollout_turn": {"run": "abc123", "timeout": 900}})
+    assert list(states)[0] == "turn"
+    assert _args(states["turn"]) == {"name": "abc123", "timeout": 900}
+    for sid in ("event-begin", "resumed", "event-failed", "event-end",
+                "in-rotation-after-failed-drain"):
+        if sid in states:
+            assert {"turn": "turn"} in _args(states[sid])["require"], sid
+    # Without it (a dry run, or salt.state straight): no wait.
+    assert "turn" not in _render_upgrade({})
