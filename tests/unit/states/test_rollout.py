@@ -84,3 +84,96 @@ def test_a_runner_setting_a_non_zero_retcode_fails_the_step(drift):
     assert ret["result"] is (not drift)
     assert ret["comment"] == ("Runner function 'compliance.report' "
                               f"{'failed' if drift else 'executed'}.")
+
+
+# ------------------------------------------------------------------ rollout.turn (waves)
+
+
+class _Client:
+    """A LocalClient that records what the step asks: the job ``jid`` was published (or
+    not), some hosts returned already, turn.give answers ``given``, then ``returns``."""
+
+    def __init__(self, published, cached=None, given=None, returns=None):
+        self.published, self.cached = published, cached or {}
+        self.given, self.returns = given or {}, returns or {}
+        self.calls = []
+        self.event = MagicMock()
+
+    def returns_for_job(self, jid):
+        return {"minions": ["ecsc-1", "ecsc-2"]} if self.published else {}
+
+    def get_cache_returns(self, jid):
+        return self.cached
+
+    def cmd(self, tgt, fun, arg=(), tgt_type="glob", **_):
+        self.calls.append(("cmd", list(tgt), fun, list(arg)))
+        return {host: self.given.get(host, False) for host in tgt}
+
+    def get_iter_returns(self, jid, minions, **_):
+        self.calls.append(("gather", sorted(minions)))
+        for host in sorted(minions):
+            yield {host: self.returns.get(host, {"failed": True})}
+
+    def destroy(self):
+        pass
+
+
+def _state_ret(ok):
+    return {"ret": {"release_|-swapped_|-/home/ecsc_|-deployed": {
+        "result": ok, "changes": {"release": "20170220"} if ok else {}, "comment": "",
+        "__run_num__": 0}}, "out": "highstate"}
+
+
+def _turn(client, publish, **kwargs):
+    import salt.config
+
+    from tests.conftest import repo_utils
+
+    opts = dict(salt.config.DEFAULT_MASTER_OPTS, __role="master", test=False, conf_file="x")
+    runners = {"rollout.publish": publish}
+    with patch.object(rollout.salt.client, "get_local_client", return_value=client), \
+            patch.object(rollout.salt.loader, "runner", MagicMock(return_value=runners)), \
+            patch.dict(rollout.__dict__, {"__opts__": opts,
+                                          "__utils__": rollout.salt.loader.utils(opts)}):
+        return rollout.turn("upgrade-ecsc-2", "ecsc-2", "2026113008000000000a", "run1",
+                            sls="release.upgrade", pillar={"rollout_run": "run1"}, **kwargs)
+
+
+def test_a_wave_published_ahead_gets_its_turn_then_publishes_the_next_and_gathers():
+    client = _Client(True, given={"ecsc-2": "go"}, returns={"ecsc-2": _state_ret(True)})
+    publish = MagicMock(side_effect=lambda *a, **k: client.calls.append(("publish", a, k)))
+    ret = _turn(client, publish, then={"jid": "2026113008000000000b", "tgt": ["ecsc-3"]})
+    assert ret["result"] is True and "ecsc-2" in ret["changes"]["ret"]
+    # The turn first, then the next wave's job (waiting for its own turn), then the returns.
+    assert [c[0] for c in client.calls] == ["cmd", "publish", "gather"]
+    assert client.calls[0] == ("cmd", ["ecsc-2"], "turn.give", ["run1"])
+    assert client.calls[1][1] == (["ecsc-3"], "2026113008000000000b")
+    assert client.calls[1][2] == {"pillar": {"rollout_run": "run1"}, "sls": "release.upgrade",
+                                  "run": "run1", "timeout": 1800}
+
+
+def test_a_first_wave_publishes_its_own_job_and_a_failed_host_fails_the_step():
+    client = _Client(False, returns={"ecsc-2": _state_ret(False)})
+    publish = MagicMock(side_effect=lambda *a, **k: client.calls.append(("publish", a, k)))
+    ret = _turn(client, publish)
+    # Published to start at once (no turn to wait for), no turn.give.
+    assert client.calls[0] == ("publish", (["ecsc-2"], "2026113008000000000a"), {
+        "pillar": {"rollout_run": "run1"}, "sls": "release.upgrade"})
+    assert [c[0] for c in client.calls] == ["publish", "gather"]
+    assert ret["result"] is False and ret["comment"].startswith("Run failed on minions: ecsc-2")
+
+
+def test_a_host_that_does_not_take_its_turn_fails_at_once_and_is_not_waited_for():
+    client = _Client(True, given={"ecsc-2": "abort"})
+    ret = _turn(client, MagicMock())
+    assert ("gather", ["ecsc-2"]) not in client.calls
+    assert ret["result"] is False
+    assert "ecsc-2 did not take its turn in run run1: turn.give answered 'abort'" in (
+        ret["comment"])
+
+
+def test_a_host_whose_job_returned_before_its_turn_is_not_given_one():
+    # E.g. its render failed: the return is in the job cache; no turn, no wait.
+    client = _Client(True, cached={"ecsc-2": _state_ret(False)})
+    ret = _turn(client, MagicMock())
+    assert client.calls == [] and ret["result"] is False
