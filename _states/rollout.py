@@ -172,11 +172,11 @@ def turn(name, tgt, jid, run, pillar=None, timeout=1800, then=None, **kwargs):
     if __opts__.get("test"):
         return {"name": name, "changes": {}, "result": None,
                 "comment": f"would give {', '.join(hosts)} their turn in job {jid}"}
-    runners = _runners()
     sls = kwargs.get("sls", "release.upgrade")
 
     def publish(job, targets, **turn_kw):
-        return runners["rollout.publish"](targets, job, pillar=pillar, sls=sls, **turn_kw)
+        # Loaded only to publish: a wave published ahead gets its turn first.
+        return _runners()["rollout.publish"](targets, job, pillar=pillar, sls=sls, **turn_kw)
 
     ahead = []
 
