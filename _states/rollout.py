@@ -32,6 +32,7 @@ Master side only (``__virtual__`` refuses on minions); ``salt-run saltutil.sync_
 """
 
 import logging
+import time
 import traceback
 
 import salt.client
@@ -94,6 +95,10 @@ def runner(name, **kwargs):
     return ret
 
 
+#: How often a wave step looks for its hosts' returns (seconds).
+GATHER_POLL = 0.1
+
+
 def _take_turn(hosts, jid, run, publish, meanwhile):
     """{host: {"ret": ...}} of the state job ``jid`` on ``hosts``, as ``saltutil.cmd`` gives
     a job's returns to ``salt.state``: published ahead (waiting for the turn ``run``), its
@@ -125,9 +130,15 @@ def _take_turn(hosts, jid, run, publish, meanwhile):
                         f"{given.get(host)!r}; nothing was touched")}
         meanwhile()
         if going:
+            # Not blocking: get_iter_returns would look for events every 10 ms, in each of
+            # a run's parallel wave steps, on the master's CPU that the JVMs need; 0.1 s
+            # is this step's latency bar.
             for item in client.get_iter_returns(jid, set(going), tgt=going, tgt_type="list",
-                                                expect_minions=True):
-                found.update({host: ret for host, ret in (item or {}).items() if host in going})
+                                                expect_minions=True, block=False):
+                if item is None:
+                    time.sleep(GATHER_POLL)
+                    continue
+                found.update({host: ret for host, ret in item.items() if host in going})
         return found
     finally:
         client.destroy()
