@@ -520,3 +520,70 @@ def test_render_of_rollback_names_every_requisite_by_the_module_of_its_step(para
         "rollout-lock", "minions-answer", "rollout-report", "rollout-report-after-failure",
         "rollout-unlock", "rollout-unlock-after-failure"}
     assert sum("salt.state" in step for step in states.values()) == 8
+
+
+# ------------------------------------------------- rollout.publish / rollout.close (turns)
+
+
+class _JobClient:
+    def __init__(self, loads, returns, minions=None):
+        self.loads, self.returns, self.minions = loads, returns, minions
+        self.cmds, self.jobs = [], []
+
+    def returns_for_job(self, jid):
+        return self.loads.get(jid, {})
+
+    def get_cache_returns(self, jid):
+        return self.returns.get(jid, {})
+
+    def cmd(self, tgt, fun, arg=(), tgt_type="glob", timeout=None):
+        self.cmds.append((list(tgt), fun, list(arg)))
+        return {host: "abort" for host in tgt}
+
+    def run_job(self, tgt, fun, arg=(), tgt_type="glob", jid="", kwarg=None):
+        self.jobs.append((list(tgt), fun, list(arg), jid, kwarg))
+        return {"jid": jid, "minions": self.minions if self.minions is not None else list(tgt)}
+
+    def destroy(self):
+        pass
+
+
+def test_close_aborts_only_the_published_hosts_that_have_not_returned(monkeypatch):
+    rollout = load_repo_module("runners", "rollout")
+    client = _JobClient(
+        loads={"j1": {"minions": ["ecsc-1", "ecsc-2"]}, "j2": {"minions": ["ecmc-2"]}},
+        returns={"j1": {"ecsc-1": {"ret": {}}}})
+    monkeypatch.setattr(rollout.salt.client, "get_local_client", lambda *_: client)
+    with patch.dict(rollout.__dict__, {"__opts__": {"conf_file": "x"}}):
+        ret = rollout.close([{"jid": "j1", "hosts": ["ecsc-1", "ecsc-2"]},
+                             {"jid": "j2", "hosts": ["ecmc-2"]},
+                             {"jid": "j3", "hosts": ["ecmc-3"]}], "run1")  # j3: not published
+    assert client.cmds == [(["ecsc-2", "ecmc-2"], "turn.give", ["run1", "abort"])]
+    assert ret == {"aborted": {"ecsc-2": "abort", "ecmc-2": "abort"}}
+    client = _JobClient(loads={}, returns={})
+    monkeypatch.setattr(rollout.salt.client, "get_local_client", lambda *_: client)
+    with patch.dict(rollout.__dict__, {"__opts__": {"conf_file": "x"}}):
+        assert rollout.close([{"jid": "j1", "hosts": ["ecsc-2"]}], "run1") == {"aborted": {}}
+    assert client.cmds == []
+
+
+def test_publish_makes_the_job_wait_for_its_turn_and_names_hosts_it_missed(monkeypatch):
+    rollout = load_repo_module("runners", "rollout")
+    client = _JobClient({}, {})
+    monkeypatch.setattr(rollout.salt.client, "get_local_client", lambda *_: client)
+    with patch.dict(rollout.__dict__, {"__opts__": {"conf_file": "x"}}):
+        rollout.publish(["ecsc-2"], "j1", run="run1", pillar={"rollout_run": "run1"},
+                        timeout=1230)
+        rollout.publish(["ecsc-1"], "j0", pillar={"rollout_run": "run1"})
+    (tgt, fun, arg, jid, kwarg), (_, _, _, _, first) = client.jobs
+    assert (tgt, fun, arg, jid) == (["ecsc-2"], "state.sls", ["release.upgrade"], "j1")
+    assert kwarg == {"pillar": {"rollout_run": "run1",
+                                "rollout_turn": {"run": "run1", "timeout": 1230}},
+                     "queue": False}
+    assert "rollout_turn" not in first["pillar"]  # no run: it starts at once
+    client = _JobClient({}, {}, minions=["ecsc-2"])
+    monkeypatch.setattr(rollout.salt.client, "get_local_client", lambda *_: client)
+    with patch.dict(rollout.__dict__, {"__opts__": {"conf_file": "x"}}), \
+            pytest.raises(CommandExecutionError, match=r"ecsc-3: the release.upgrade job j1 "
+                          r"did not reach it .*no host was touched"):
+        rollout.publish(["ecsc-2", "ecsc-3"], "j1", run="run1")
