@@ -32,6 +32,7 @@ Master side only (``__virtual__`` refuses on minions); ``salt-run saltutil.sync_
 """
 
 import logging
+import threading
 import time
 import traceback
 
@@ -99,11 +100,11 @@ def runner(name, **kwargs):
 GATHER_POLL = 0.1
 
 
-def _take_turn(hosts, jid, run, publish, meanwhile):
+def _take_turn(hosts, jid, run, publish):
     """{host: {"ret": ...}} of the state job ``jid`` on ``hosts``, as ``saltutil.cmd`` gives
     a job's returns to ``salt.state``: published ahead (waiting for the turn ``run``), its
-    hosts get the turn; not published yet, ``publish(jid, hosts)`` starts it now. Then
-    ``meanwhile()`` runs, and the returns are collected."""
+    hosts get the turn; not published yet, ``publish(jid, hosts)`` starts it now. Then the
+    returns are collected."""
     client = salt.client.get_local_client(__opts__["conf_file"])
     try:
         # Listen before anything can return; a host whose job ended before its turn (its
@@ -128,7 +129,6 @@ def _take_turn(hosts, jid, run, publish, meanwhile):
                     found[host] = {"failed": True, "ret": (
                         f"{host} did not take its turn in run {run}: turn.give answered "
                         f"{given.get(host)!r}; nothing was touched")}
-        meanwhile()
         if going:
             # Not blocking: get_iter_returns would look for events every 10 ms, in each of
             # a run's parallel wave steps, on the master's CPU that the JVMs need; 0.1 s
@@ -184,10 +184,10 @@ def turn(name, tgt, jid, run, pillar=None, timeout=1800, then=None, **kwargs):
         return {"name": name, "changes": {}, "result": None,
                 "comment": f"would give {', '.join(hosts)} their turn in job {jid}"}
     sls = kwargs.get("sls", "release.upgrade")
+    publisher = _runners()["rollout.publish"]  # loaded here, before any thread uses it
 
     def publish(job, targets, **turn_kw):
-        # Loaded only to publish: a wave published ahead gets its turn first.
-        return _runners()["rollout.publish"](targets, job, pillar=pillar, sls=sls, **turn_kw)
+        return publisher(targets, job, pillar=pillar, sls=sls, **turn_kw)
 
     ahead = []
 
@@ -201,7 +201,16 @@ def turn(name, tgt, jid, run, pillar=None, timeout=1800, then=None, **kwargs):
             ahead.append(f"the next wave's job was not published ahead: {exc}")
             log.warning("rollout.turn %s: %s", name, ahead[0])
 
-    gathered = _take_turn(hosts, str(jid), str(run), publish, publish_next)
+    # The next wave's job is published while this wave gets its turn (both wait on the
+    # master): the sooner it is out, the sooner it has compiled and rendered on its hosts,
+    # which on a loaded master takes longer than a short wave.
+    ahead_thread = threading.Thread(target=publish_next, name=f"{name} publish next",
+                                    daemon=True)
+    ahead_thread.start()
+    try:
+        gathered = _take_turn(hosts, str(jid), str(run), publish)
+    finally:
+        ahead_thread.join()
 
     def returns(*_args, **_kwargs):  # stands in for saltutil.cmd: no new job
         return gathered

@@ -144,12 +144,15 @@ def test_a_wave_published_ahead_gets_its_turn_then_publishes_the_next_and_gather
     publish = MagicMock(side_effect=lambda *a, **k: client.calls.append(("publish", a, k)))
     ret = _turn(client, publish, then={"jid": "2026113008000000000b", "tgt": ["ecsc-3"]})
     assert ret["result"] is True and "ecsc-2" in ret["changes"]["ret"]
-    # The turn first, then the next wave's job (waiting for its own turn), then the returns.
-    assert [c[0] for c in client.calls] == ["cmd", "publish", "gather"]
-    assert client.calls[0] == ("cmd", ["ecsc-2"], "turn.give", ["run1"])
-    assert client.calls[1][1] == (["ecsc-3"], "2026113008000000000b")
-    assert client.calls[1][2] == {"pillar": {"rollout_run": "run1"}, "sls": "release.upgrade",
-                                  "run": "run1", "timeout": 1800}
+    # The turn, then the returns; the next wave's job (waiting for its own turn) is
+    # published meanwhile.
+    calls = {c[0]: c for c in client.calls}
+    assert sorted(calls) == ["cmd", "gather", "publish"]
+    assert [c[0] for c in client.calls if c[0] != "publish"] == ["cmd", "gather"]
+    assert calls["cmd"] == ("cmd", ["ecsc-2"], "turn.give", ["run1"])
+    assert calls["publish"][1] == (["ecsc-3"], "2026113008000000000b")
+    assert calls["publish"][2] == {"pillar": {"rollout_run": "run1"}, "sls": "release.upgrade",
+                                   "run": "run1", "timeout": 1800}
 
 
 def test_a_first_wave_publishes_its_own_job_and_a_failed_host_fails_the_step():
