@@ -100,17 +100,41 @@ def runner(name, **kwargs):
 GATHER_POLL = 0.1
 
 
-def _take_turn(hosts, jid, run, publish):
+#: How long a first wave's step waits for its hosts to begin their states before it
+#: publishes the next wave's job anyway (seconds).
+BEGIN_WAIT = 60
+
+
+def _begun(client, hosts, jid, run):
+    """Wait (up to BEGIN_WAIT s) until each of ``hosts`` fired this run's ``begin`` event
+    (its job compiled, rendered and started its states) or returned. Job returns seen
+    meanwhile stay pending for the gathering (subscribed)."""
+    waiting = set(hosts)
+    deadline = time.monotonic() + BEGIN_WAIT
+    while waiting and time.monotonic() < deadline:
+        event = client.event.get_event(wait=GATHER_POLL, tag="rollout/upgrade/", full=True)
+        data = (event or {}).get("data") or {}
+        if event and event["tag"].endswith("/begin") and data.get("run") == run:
+            waiting.discard(data.get("host"))
+        # A host whose job returned already (it failed before its states) fires no begin.
+        waiting -= set(client.get_cache_returns(jid))
+
+
+def _take_turn(hosts, jid, run, publish, publish_next):
     """{host: {"ret": ...}} of the state job ``jid`` on ``hosts``, as ``saltutil.cmd`` gives
     a job's returns to ``salt.state``: published ahead (waiting for the turn ``run``), its
-    hosts get the turn; not published yet, ``publish(jid, hosts)`` starts it now. Then the
-    returns are collected."""
+    hosts get the turn while ``publish_next`` runs in a thread; not published yet (the
+    first wave), ``publish(jid, hosts)`` starts it now and ``publish_next`` runs once
+    these hosts began their states. Then the returns are collected."""
     client = salt.client.get_local_client(__opts__["conf_file"])
+    ahead = threading.Thread(target=publish_next or (lambda: None), name="publish next",
+                             daemon=True)
     try:
         # Listen before anything can return; a host whose job ended before its turn (its
         # render failed, another state job ran) is in the job cache already.
         client.event.connect_pub()
         client.event.subscribe(f"salt/job/{jid}")
+        client.event.subscribe("rollout/upgrade/")
         found = {}
         if not client.returns_for_job(jid):
             try:
@@ -118,7 +142,16 @@ def _take_turn(hosts, jid, run, publish):
             except CommandExecutionError as exc:
                 return {host: {"failed": True, "ret": str(exc)} for host in hosts}
             going = list(hosts)
+            # The next wave's job compiles and renders while this one upgrades, not while
+            # this one compiles and renders too (two waves' jobs at once would slow both).
+            if publish_next:
+                _begun(client, going, jid, run)
+                publish_next()
         else:
+            # The next wave's job is published while this wave gets its turn (both wait
+            # on the master): on a loaded master its compile and render can outlast a
+            # short wave.
+            ahead.start()
             found = {host: ret for host, ret in client.get_cache_returns(jid).items()
                      if host in hosts}
             ask = [host for host in hosts if host not in found]
@@ -141,6 +174,8 @@ def _take_turn(hosts, jid, run, publish):
                 found.update({host: ret for host, ret in item.items() if host in going})
         return found
     finally:
+        if ahead.is_alive():
+            ahead.join()
         client.destroy()
 
 
@@ -192,8 +227,6 @@ def turn(name, tgt, jid, run, pillar=None, timeout=1800, then=None, **kwargs):
     ahead = []
 
     def publish_next():
-        if not then:
-            return
         try:
             publish(str(then["jid"]), then["tgt"], run=str(run), timeout=timeout)
         except Exception as exc:  # pylint: disable=broad-except
@@ -201,16 +234,7 @@ def turn(name, tgt, jid, run, pillar=None, timeout=1800, then=None, **kwargs):
             ahead.append(f"the next wave's job was not published ahead: {exc}")
             log.warning("rollout.turn %s: %s", name, ahead[0])
 
-    # The next wave's job is published while this wave gets its turn (both wait on the
-    # master): the sooner it is out, the sooner it has compiled and rendered on its hosts,
-    # which on a loaded master takes longer than a short wave.
-    ahead_thread = threading.Thread(target=publish_next, name=f"{name} publish next",
-                                    daemon=True)
-    ahead_thread.start()
-    try:
-        gathered = _take_turn(hosts, str(jid), str(run), publish)
-    finally:
-        ahead_thread.join()
+    gathered = _take_turn(hosts, str(jid), str(run), publish, publish_next if then else None)
 
     def returns(*_args, **_kwargs):  # stands in for saltutil.cmd: no new job
         return gathered

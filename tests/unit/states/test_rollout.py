@@ -180,3 +180,18 @@ def test_a_host_whose_job_returned_before_its_turn_is_not_given_one():
     client = _Client(True, cached={"ecsc-2": _state_ret(False)})
     ret = _turn(client, MagicMock())
     assert client.calls == [] and ret["result"] is False
+
+
+def test_a_first_wave_publishes_the_next_wave_only_once_its_hosts_began():
+    # Not while its own job compiles and renders: two waves' jobs at once slow both.
+    client = _Client(False, returns={"ecsc-2": _state_ret(True)})
+    client.event.get_event.side_effect = lambda **_: (
+        client.calls.append(("begin", "ecsc-2")) or
+        {"tag": "rollout/upgrade/ecsc-2/begin", "data": {"host": "ecsc-2", "run": "run1"}})
+    publish = MagicMock(side_effect=lambda *a, **k: client.calls.append(("publish", a, k)))
+    ret = _turn(client, publish, then={"jid": "2026113008000000000b", "tgt": ["ecsc-3"]})
+    assert ret["result"] is True
+    assert [(c[0], c[1]) for c in client.calls[:3]] == [
+        ("publish", (["ecsc-2"], "2026113008000000000a")), ("begin", "ecsc-2"),
+        ("publish", (["ecsc-3"], "2026113008000000000b"))]
+    assert client.calls[3][0] == "gather"
