@@ -153,6 +153,8 @@ def run():
              for pair in plan for index, wave in enumerate(pair["waves"])]
     waves = [(service, sid, tgt) for service, sid, tgt in waves if tgt and ahead]
     jobs = {sid: {"jid": salt_jid.gen_jid(__opts__), "tgt": tgt} for _, sid, tgt in waves}
+    # What the lock records and rollout-close ends, should the run stop before a wave.
+    published = [{"jid": job["jid"], "hosts": job["tgt"]} for job in jobs.values()]
     then = {}
     for index, (service, sid, _) in enumerate(waves):
         later = [other for svc, other, _ in waves[index + 1:] if svc == service or not parallel]
@@ -166,9 +168,7 @@ def run():
         # The lock guards real work only: a run with nothing to do takes none (it changes
         # nothing, so it needs no lock, no answering step and no pre-flight).
         states["rollout-lock"] = _runner("rolloutlock.acquire", kind="upgrade", owner=owner,
-                                         hosts=hosts,
-                                         jobs=[{"jid": job["jid"], "hosts": job["tgt"]}
-                                               for job in jobs.values()])
+                                         hosts=hosts, jobs=published)
         after_lock = [{"rollout": "rollout-lock"}]
         if sync or set(work) - set(idle):
             # Only when it has something to do: a host the survey did not see answer idle,
@@ -201,7 +201,8 @@ def run():
     # A job published ahead waits at most one wave (and a canary's soak) for its turn: the
     # jobs of a killed run give up, touching nothing.
     turn_timeout = 1200 + max([0] + list(soaks.values()))
-    # Not parallel: steps run one at a time in the order written here, the runbook's order. A wave runs only if the one before it passed.
+    # Not parallel: steps run one at a time in the order written here, the runbook's order.
+    # A wave runs only if the one before it passed.
     # failhard stops the whole run at the first failed host: one at a time, each wave requires
     # every wave before it; in parallel, no service goes on to its next wave unless every
     # service's first wave passed.
@@ -281,8 +282,7 @@ def run():
         # A run that stopped before some hosts' waves (a failed host, max_fail, failhard)
         # ends their wait: their jobs end touching nothing.
         states["rollout-close"] = _runner(
-            "rollout.close", jobs=[{"jid": job["jid"], "hosts": job["tgt"]}
-                                   for job in jobs.values()], run=owner,
+            "rollout.close", jobs=published, run=owner,
             require=[{"rollout": "rollout-lock"}], onfail=steps, **last)
     states["rollout-report-after-failure"] = _runner(
         "rolloutreport.write", **report, failed=True, require=[{"rollout": "rollout-lock"}],

@@ -56,16 +56,19 @@ def run():
     # follows its step, so the bus shows the upgrade as it happens.
     states = {}
     turn = __pillar__.get("rollout_turn")
-    taken = []
+    # Every state that may run without another's success requires the turn (the others
+    # follow those), so a job that never gets its turn touches nothing.
+    after_turn = []
     if turn and not test:
         states["turn"] = {"turn.taken": [{"name": turn["run"]}, {"timeout": turn["timeout"]}]}
-        taken = [{"turn": "turn"}]
+        after_turn = [{"require": [{"turn": "turn"}]}]
+    after_turn_kw = dict(kv for item in after_turn for kv in item.items())
     states["event-begin"] = event("begin", {"from": (record or {}).get("release")},
-                                  **({"require": taken} if taken else {}))
+                                  **after_turn_kw)
     resumed = {"release": "resumed"}
     states["resumed"] = {"release.resumed": [
         {"name": target}, {"release": rel}, {"service": svc}, {"identity": host["identity"]},
-    ] + ([{"require": taken}] if taken else [])}
+    ] + after_turn}
     states["event-resumed"] = event("resumed", onchanges=[resumed])
     states["staged"] = {"release.staged": [
         {"name": target}, {"source": host["source"]}, {"sha256": host["sha256"]},
@@ -175,7 +178,7 @@ def run():
         # Not when this host never had its turn (nothing ran).
         states["event-failed"] = event(
             "failed", onfail=[resumed, staged, {"backup": "backed-up"}] + drained + after_stop,
-            **({"require": taken} if taken else {})
+            **after_turn_kw
         )
         # A failed drain fails the stop's requisite, not the stop: nothing to roll back then.
         states["rolled-back"] = {"release.rolled_back": [
@@ -192,7 +195,7 @@ def run():
             if drained:
                 states["in-rotation-after-failed-drain"] = {"balancer.in_rotation": [
                     {"name": svc}, {"onfail": drained},
-                ] + ([{"require": taken}] if taken else [])}
+                ] + after_turn}
     # Last, whatever happened above: the host's state run finished (it returned).
-    states["event-end"] = event("end", **({"require": taken} if taken else {}))
+    states["event-end"] = event("end", **after_turn_kw)
     return states
