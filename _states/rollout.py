@@ -113,7 +113,9 @@ def _begun(client, hosts, jid, run):
     deadline = time.monotonic() + BEGIN_WAIT
     while waiting and time.monotonic() < deadline:
         event = client.event.get_event(wait=GATHER_POLL, tag="rollout/upgrade/", full=True)
-        data = (event or {}).get("data") or {}
+        outer = (event or {}).get("data") or {}
+        # event.send from a minion: the master's event wraps the state's data in "data".
+        data = outer.get("data", outer) if isinstance(outer, dict) else {}
         if event and event["tag"].endswith("/begin") and data.get("run") == run:
             waiting.discard(data.get("host"))
         # A host whose job returned already (it failed before its states) fires no begin.

@@ -185,9 +185,13 @@ def test_a_host_whose_job_returned_before_its_turn_is_not_given_one():
 def test_a_first_wave_publishes_the_next_wave_only_once_its_hosts_began():
     # Not while its own job compiles and renders: two waves' jobs at once slow both.
     client = _Client(False, returns={"ecsc-2": _state_ret(True)})
+    # As the master's bus carries a minion's event.send: the state's data under "data".
+    begin = {"tag": "rollout/upgrade/ecsc-2/begin",
+             "data": {"id": "ecsc-2", "cmd": "_minion_event", "_stamp": "2026-11-30T11:10:09",
+                      "data": {"host": "ecsc-2", "run": "run1", "step": "begin"}}}
     client.event.get_event.side_effect = lambda **_: (
-        client.calls.append(("begin", "ecsc-2")) or
-        {"tag": "rollout/upgrade/ecsc-2/begin", "data": {"host": "ecsc-2", "run": "run1"}})
+        client.calls.append(("begin", "ecsc-2")) or begin
+        if ("begin", "ecsc-2") not in client.calls else pytest.fail("begin was not recognised"))
     publish = MagicMock(side_effect=lambda *a, **k: client.calls.append(("publish", a, k)))
     ret = _turn(client, publish, then={"jid": "2026113008000000000b", "tgt": ["ecsc-3"]})
     assert ret["result"] is True
