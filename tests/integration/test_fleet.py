@@ -22,6 +22,13 @@ RELEASE_V2 = "20170220"
 SOAK = 1  # seconds: the canary's soak in rotation (kept short: this runs in `make test`)
 
 
+def _seconds(clock):
+    """Seconds since midnight of a state's ``start_time`` (HH:MM:SS.ffffff, this machine's
+    clock: the master and the minions run on it)."""
+    hours, minutes, seconds = clock.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
 @pytest.fixture
 def nine(lab):
     """The lab with a ninth host, ecsc-3; back to the eight afterwards (its minion key, JVM,
@@ -38,7 +45,8 @@ def test_a_canary_then_a_wave_of_two_under_load_lose_no_request(lab, nine):
     faults.reset_hosts(ecsc)
     before = {h["id"]: set(lab.service_pids(h)) for h in ecsc}
     # The hooks are the lab pillar's (lab/labctl.py write_pillar): none given here.
-    pillar = {"services": ["ecsc"], "inventory": {"services": {"ecsc": {
+    # publish_ahead: the wave's job is published while the canary runs, and waits for its turn.
+    pillar = {"services": ["ecsc"], "publish_ahead": True, "inventory": {"services": {"ecsc": {
         "canary": 1, "soak": SOAK, "batch": 2, "max_fail": 1}}}}
     load = loadclient.Load({"ecsc": balancer.url("ecsc")}, rate=40, seconds=300)
     with Prober(["ecsc"]) as probe:
@@ -58,12 +66,21 @@ def test_a_canary_then_a_wave_of_two_under_load_lose_no_request(lab, nine):
     assert steps["gate-ecsc-1"]["result"] is True and steps["gate-ecsc-2"]["result"] is True
     # Every host drained and undrained through the lab pillar's hooks (the balancer's agent).
     wave = steps["upgrade-ecsc-wave-2"]["changes"]["ret"]
+    step = steps["upgrade-ecsc-1"]
+    canary_end = _seconds(step["start_time"]) + step["duration"] / 1000
     for minion, states in [*canary.items(), *wave.items()]:
         states = {key.split("_|-")[1]: ret for key, ret in states.items()}
         for sid, verb in (("drained", "drain"), ("in-rotation", "undrain")):
             assert states[sid]["result"] is True, (minion, states[sid])
             assert states[sid]["changes"][f"{verb}ed"]["hook"] == (
                 f"POST {balancer.AGENT_URL}/{verb}/{minion}?timeout=10"), (minion, states[sid])
+        # Published ahead: the second wave's hosts reached their turn while the canary's step
+        # still ran, and took it (the gate passed); the canary's own job had no turn to wait.
+        if minion != "ecsc-1":
+            assert states["turn"]["result"] is True, states["turn"]
+            assert _seconds(states["turn"]["start_time"]) < canary_end, (minion, canary_end)
+        else:
+            assert "turn" not in states
         # The canary soaked after it was back in rotation; the others did not soak.
         if minion == "ecsc-1":
             assert states["soaked"]["result"] is True, states["soaked"]

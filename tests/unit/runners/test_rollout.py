@@ -252,7 +252,7 @@ def _survey_of(current=(), stale=(), busy=None, silent=(), preflight=()):
 def test_render_gives_hosts_already_on_the_release_no_job_and_syncs_only_stale_ones():
     current = ["ecsc-1", "ecsc-2", "schedule-1"]
     states, hosts = _render_upgrade(_survey_of(current=current, stale=["ecmc-1"],
-                                               silent=["ecmc-2"]))
+                                               silent=["ecmc-2"]), {"publish_ahead": True})
     for host in hosts:
         (fun, args), = states[f"upgrade-{host}"].items()
         if host in current:
@@ -364,7 +364,7 @@ def test_render_keeps_every_step_after_the_hosts_parallel_in_a_parallel_run():
     # The master's own steps run in this state run (rollout.runner), none through salt.runner.
     assert not any("salt.runner" in step for step in states.values())
     assert {sid for sid, step in states.items() if "rollout.runner" in step} == {
-        "rollout-lock", "rollout-close", "rollout-report",
+        "rollout-lock", "rollout-report",
         "rollout-report-after-failure", "rollout-unlock", "rollout-unlock-after-failure"}
     states, _ = _render_upgrade(_survey_of(), {"parallel": False})
     _check_requisites(states)
@@ -388,7 +388,7 @@ def test_render_of_a_batched_service_gives_one_job_per_wave_and_gates_between():
     ecsc["hosts"]["ecsc-3"] = {"address": "25.0.3.99"}
     ecsc.update({"batch": 2, "max_fail": 2, "canary": 1, "soak": 30})
     inventory["order"].append("ecsc-3")
-    states, _ = _render_upgrade(_survey_of(), {"inventory": inventory})
+    states, _ = _render_upgrade(_survey_of(), {"inventory": inventory, "publish_ahead": True})
     _check_requisites(states)
     fun, canary = _args(states["upgrade-ecsc-1"])
     assert fun == "rollout.turn" and canary["tgt"] == "ecsc-1" and canary["allow_fail"] == 1
@@ -418,12 +418,27 @@ def test_render_of_a_batched_service_gives_one_job_per_wave_and_gates_between():
     assert fun == "salt.state" and canary["pillar"]["rollout_soak"] == {"ecsc-1": 30}
 
 
+def test_render_by_default_has_each_wave_publish_its_own_job_and_nothing_wait():
+    """Without publish_ahead no job waits for a turn: each wave's step publishes its own
+    job (its own jid, no ``then``), the lock records no job and there is nothing to close."""
+    states, hosts = _render_upgrade(_survey_of())
+    _check_requisites(states)
+    steps = {host: _args(states[f"upgrade-{host}"]) for host in hosts}
+    assert {fun for fun, _ in steps.values()} == {"rollout.turn"}
+    assert len({step["jid"] for _, step in steps.values()}) == 8
+    assert not any("then" in step for _, step in steps.values())
+    assert _args(states["rollout-lock"])[1]["jobs"] == []
+    assert "rollout-close" not in states
+    with pytest.raises(SaltInvocationError, match="pillar publish_ahead: expected true or false"):
+        _render_upgrade(_survey_of(), {"publish_ahead": "yes"})
+
+
 def test_render_publishes_each_wave_ahead_and_closes_the_waits_of_a_failed_run():
     """Each wave's upgrade is a job of its own (a jid made at render): the first wave's step
     publishes its own, every step publishes the next wave's ahead (then: the same service's
-    in parallel, the next in the run one at a time), the lock records every job, and a
+    in parallel, the next in the run one at a time), the lock records the jobs published ahead, and a
     failed run ends the waits of the hosts it never reached (rollout-close, onfail)."""
-    states, hosts = _render_upgrade(_survey_of())
+    states, hosts = _render_upgrade(_survey_of(), {"publish_ahead": True})
     _check_requisites(states)
     _, lock = _args(states["rollout-lock"])
     steps = {host: _args(states[f"upgrade-{host}"])[1] for host in hosts}
@@ -434,12 +449,15 @@ def test_render_publishes_each_wave_ahead_and_closes_the_waits_of_a_failed_run()
     assert [step.get("then") for host, step in steps.items()] == [
         {"jid": steps[host.replace("-1", "-2")]["jid"], "tgt": [host.replace("-1", "-2")]}
         if host.endswith("-1") else None for host in hosts]
-    assert lock["jobs"] == [{"jid": steps[h]["jid"], "hosts": [h]} for h in hosts]
+    # Only the jobs published ahead wait for a turn: a first wave's job is never aborted (its
+    # hosts may be the ones that stopped answering; an abort to them would wait it out).
+    assert lock["jobs"] == [{"jid": steps[h]["jid"], "hosts": [h]} for h in hosts
+                            if h.endswith("-2")]
     fun, close = _args(states["rollout-close"])
     assert close["name"] == "rollout.close" and close["jobs"] == lock["jobs"]
     assert {"rollout": "upgrade-ecsc-2"} in close["onfail"] and close["run"] == lock["owner"]
     # One at a time: each step publishes the next step's job, whatever its service.
-    states, _ = _render_upgrade(_survey_of(), {"parallel": False})
+    states, _ = _render_upgrade(_survey_of(), {"parallel": False, "publish_ahead": True})
     _check_requisites(states)
     order = [sid for sid in states if sid.startswith("upgrade-")]
     for sid, nxt in zip(order, order[1:]):
