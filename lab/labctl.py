@@ -416,8 +416,9 @@ def ping_all(ids):
 
 
 def _resize(size):
-    """Make the lab ``size`` hosts: hosts a smaller size drops are stopped, their minion keys
-    deleted and their roots removed; the size is kept for status, reset and down."""
+    """Make the lab ``size`` hosts: hosts a smaller size drops are stopped and their roots
+    removed (their minion keys go once the master runs: ``_drop_stale_keys``); the size is
+    kept for status, reset and down."""
     before = load_hosts()
     hosts = load_hosts(size)
     kept = {h["id"] for h in hosts}
@@ -426,13 +427,21 @@ def _resize(size):
             continue
         pid = _daemon_pid(minion_pidfile(host["id"]), str(minion_dir(host["id"])))
         stop_pids(([pid] if pid else []) + service_pids(host))
-        if _daemon_pid(master_pidfile(), "salt-master"):
-            salt_cmd("salt-key", "-y", "-d", host["id"])
         shutil.rmtree(host["root"], ignore_errors=True)
         shutil.rmtree(minion_dir(host["id"]), ignore_errors=True)
     LAB.mkdir(parents=True, exist_ok=True)
     SCALE_FILE.write_text(json.dumps({"hosts": len(hosts)}) + "\n")
     return hosts
+
+
+def _drop_stale_keys(hosts):
+    """Delete the accepted minion keys of hosts that are no longer in the lab (a larger lab's
+    extra hosts, also when it was resized while the master was down): `salt '*'` would
+    otherwise wait for minions that no longer exist."""
+    listed = salt_cmd("salt-key", "--out=json", "-l", "acc")
+    accepted = json.loads(listed.stdout or "{}").get("minions", []) if listed.returncode == 0 else []
+    for minion_id in sorted(set(accepted) - {h["id"] for h in hosts}):
+        salt_cmd("salt-key", "-y", "-d", minion_id)
 
 
 def up(args):
@@ -443,6 +452,7 @@ def up(args):
     ensure_releases()
     write_pillar(hosts)
     start_master()
+    _drop_stale_keys(hosts)
     for host in hosts:
         write_minion_config(host)
         start_minion(host["id"])
