@@ -2,6 +2,7 @@
 
 import collections
 import json
+import types
 
 import pytest
 
@@ -47,3 +48,18 @@ def test_the_lab_pillar_puts_extra_hosts_in_the_rollout_order(tmp_path, monkeypa
     labctl.write_pillar(labctl.load_hosts(8))
     data = labctl.yaml.safe_load((tmp_path / "pillar.yaml").read_text())
     assert "order" not in data["inventory"]
+
+
+def test_lab_up_deletes_the_keys_of_hosts_no_longer_in_the_lab(monkeypatch):
+    # A lab shrunk while its master was down kept the extra hosts' keys: `salt '*'` then
+    # waited for minions that no longer exist.
+    calls = []
+
+    def fake_salt_cmd(*args, timeout=60):
+        calls.append(args)
+        accepted = {"minions": [h["id"] for h in labctl.load_hosts(10)]}
+        return types.SimpleNamespace(returncode=0, stdout=json.dumps(accepted) if "-l" in args else "")
+
+    monkeypatch.setattr(labctl, "salt_cmd", fake_salt_cmd)
+    labctl._drop_stale_keys(labctl.load_hosts(8))
+    assert calls[1:] == [("salt-key", "-y", "-d", "ecmc-3"), ("salt-key", "-y", "-d", "ecsc-3")]
