@@ -129,8 +129,7 @@ def _take_turn(hosts, jid, run, publish, publish_next):
     first wave), ``publish(jid, hosts)`` starts it now and ``publish_next`` runs once
     these hosts began their states. Then the returns are collected."""
     client = salt.client.get_local_client(__opts__["conf_file"])
-    ahead = threading.Thread(target=publish_next or (lambda: None), name="publish next",
-                             daemon=True)
+    ahead = None
     try:
         # Listen before anything can return; a host whose job ended before its turn (its
         # render failed, another state job ran) is in the job cache already.
@@ -153,7 +152,9 @@ def _take_turn(hosts, jid, run, publish, publish_next):
             # The next wave's job is published while this wave gets its turn (both wait
             # on the master): on a loaded master its compile and render can outlast a
             # short wave.
-            ahead.start()
+            if publish_next:
+                ahead = threading.Thread(target=publish_next, name="publish next", daemon=True)
+                ahead.start()
             found = {host: ret for host, ret in client.get_cache_returns(jid).items()
                      if host in hosts}
             ask = [host for host in hosts if host not in found]
@@ -176,7 +177,7 @@ def _take_turn(hosts, jid, run, publish, publish_next):
                 found.update({host: ret for host, ret in item.items() if host in going})
         return found
     finally:
-        if ahead.is_alive():
+        if ahead is not None:
             ahead.join()
         client.destroy()
 

@@ -439,7 +439,7 @@ def _drop_stale_keys(hosts):
     extra hosts, also when it was resized while the master was down): `salt '*'` would
     otherwise wait for minions that no longer exist."""
     listed = salt_cmd("salt-key", "--out=json", "-l", "acc")
-    accepted = json.loads(listed.stdout or "{}").get("minions", []) if listed.returncode == 0 else []
+    accepted = [] if listed.returncode else json.loads(listed.stdout or "{}").get("minions", [])
     for minion_id in sorted(set(accepted) - {h["id"] for h in hosts}):
         salt_cmd("salt-key", "-y", "-d", minion_id)
 

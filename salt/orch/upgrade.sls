@@ -150,14 +150,15 @@ def run():
     # run when one at a time) while it runs: that job renders meanwhile and waits on its
     # hosts for their turn. Off by default: on the lab, where every host shares the
     # master's two cores, it cost 2.6 s of wall and 7 s of CPU per run (A/B, README).
-    ahead = bool(work) and not __opts__.get("test")
+    # A dry run has plain salt.state steps (nothing published), so no jobs of its own.
+    wave_jobs = bool(work) and not __opts__.get("test")
     publish_ahead = pillar.get("publish_ahead", False)
     if not isinstance(publish_ahead, bool):
         raise SaltInvocationError(
             f"pillar publish_ahead: expected true or false, got {publish_ahead!r}")
     waves = [(pair["service"], wave_id(pair, index, wave), [h for h in wave if h in work])
              for pair in plan for index, wave in enumerate(pair["waves"])]
-    waves = [(service, sid, tgt) for service, sid, tgt in waves if tgt and ahead]
+    waves = [(service, sid, tgt) for service, sid, tgt in waves if tgt and wave_jobs]
     jobs = {sid: {"jid": salt_jid.gen_jid(__opts__), "tgt": tgt} for _, sid, tgt in waves}
     then = {}
     for index, (service, sid, _) in enumerate(waves if publish_ahead else []):
@@ -240,7 +241,7 @@ def run():
                 if parallel:
                     extra["parallel"] = True
                 tgt = wave_work[0] if len(wave_work) == 1 else wave_work
-                if ahead:
+                if wave_jobs:
                     # The step publishes its wave's job, unless the wave before published
                     # it ahead (then): this step then gives the turn.
                     states[sid] = {"rollout.turn": [
