@@ -9,7 +9,8 @@ v1 -> the floor -> reset -> `orch.upgrade pillar=<batch for every service>`, bot
 availability prober (its polls, 20 per second per host, load the JVMs and the cores: at 32
 hosts that is most of this machine, so both are timed under it). Printed and written to `.bench/scale.json` (a list, one object per run):
 hosts, batch (as given), wall_s, floor_s, master_cpu_s (the salt-master's processes plus the
-salt-run process), master_rss_mib (peak of the salt-master's processes), max_down (most hosts
+salt-run process), minions_cpu_s (the lab's minions and their job processes), machine_cpu_s and
+floor_machine_cpu_s (the whole machine busy during orch.upgrade and during the floor), master_rss_mib (peak of the salt-master's processes), max_down (most hosts
 of one service down at one instant, from the prober), max_unavailable, and floor_max_down
 (the same count for the floor). Each run takes the
 lab lock for itself. The bench ends with the lab back at its eight hosts, reset to v1.
@@ -70,6 +71,37 @@ def cpu_seconds(procs):
     return total
 
 
+def tree_cpu_seconds(procs):
+    """CPU seconds of ``procs`` and of their ended children (a minion's job processes are
+    reaped by its process manager: their time is in its children's times)."""
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = proc.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def minion_trees(hosts):
+    """Every lab minion's processes (its daemon and the children it runs jobs in)."""
+    procs = []
+    for host in hosts:
+        pid = labctl._daemon_pid(labctl.minion_pidfile(host["id"]), host["id"])  # pylint: disable=protected-access
+        if not pid:
+            continue
+        with contextlib.suppress(psutil.NoSuchProcess):
+            root = psutil.Process(pid)
+            procs += [root] + root.children(recursive=True)
+    return procs
+
+
+def machine_busy_seconds():
+    """CPU seconds the whole machine spent busy since boot (/proc/stat, all cpus)."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        ticks = [int(v) for v in handle.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 class PeakRss(threading.Thread):
     """Samples the salt-master's processes' RSS every 0.2 s; ``peak_mib`` after ``stop()``."""
 
@@ -100,18 +132,25 @@ def one_run(size, batch):
     with ub.lab_lock(f"{size} hosts, batch {batch}: floor"):
         ub.reset()
         with Prober() as floor_probe:
+            busy = machine_busy_seconds()
             floor_s, _ = ub.must(ub.timed(str(labctl.VENV_BIN / "python"), "-m", "lab.floor",
                                           "--batch", str(count)), "floor")
+            floor_busy = machine_busy_seconds() - busy
     with ub.lab_lock(f"{size} hosts, batch {batch}: orch.upgrade"):
         ub.reset()
         before = cpu_seconds(master_tree())
+        minions = minion_trees(hosts)
+        minions_before = tree_cpu_seconds(minions)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         peak = PeakRss()
         peak.start()
         with Prober() as probe:
+            busy = machine_busy_seconds()
             wall_s, _ = ub.must(ub.orchestrate(
                 "orch.upgrade", f"pillar={json.dumps(batch_pillar(batch, services))}"),
                 "orch.upgrade")
+            busy = machine_busy_seconds() - busy
+        minions_cpu = tree_cpu_seconds(minions) - minions_before
         rss = peak.stop()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = cpu_seconds(master_tree()) - before + (after.ru_utime - children.ru_utime) + (
@@ -123,6 +162,9 @@ def one_run(size, batch):
         "max_down": max(s["max_down"] for s in report["services"].values()),
         "max_unavailable": count, "both_down": report["both_down"],
         "floor_max_down": max(s["max_down"] for s in floor_probe.report()["services"].values()),
+        # Where the CPU went (the prober's share is in both machine figures).
+        "minions_cpu_s": round(minions_cpu, 2), "machine_cpu_s": round(busy, 2),
+        "floor_machine_cpu_s": round(floor_busy, 2),
     }
 
 
@@ -145,11 +187,14 @@ def goals(runs):
 
 def table(runs):
     lines = [f"{'HOSTS':>5} {'BATCH':>5} {'WALL':>7} {'FLOOR':>7} {'OVERHEAD':>8} "
-             f"{'CPU s':>6} {'RSS MiB':>7} {'MAX DOWN':>8} {'MAX UNAV':>8}"]
+             f"{'CPU s':>6} {'MINIONS':>7} {'MACHINE':>7} {'FLOOR M':>7} {'RSS MiB':>7} "
+             f"{'MAX DOWN':>8} {'MAX UNAV':>8}"]
     for r in runs:
         lines.append(f"{r['hosts']:>5} {str(r['batch']):>5} {r['wall_s']:>7.1f} "
                      f"{r['floor_s']:>7.1f} {r['wall_s'] - r['floor_s']:>8.1f} "
-                     f"{r['master_cpu_s']:>6.1f} {r['master_rss_mib']:>7} {r['max_down']:>8} "
+                     f"{r['master_cpu_s']:>6.1f} {r.get('minions_cpu_s', 0):>7.1f} "
+                     f"{r.get('machine_cpu_s', 0):>7.1f} {r.get('floor_machine_cpu_s', 0):>7.1f} "
+                     f"{r['master_rss_mib']:>7} {r['max_down']:>8} "
                      f"{r['max_unavailable']:>8}")
     return "\n".join(lines)
 
