@@ -404,7 +404,13 @@ def wait_for(predicate, timeout, what, interval=0.5):
 
 
 def ping_all(ids):
-    proc = salt_cmd("salt", "--out=json", "--static", "-t", "5", "*", "test.ping")
+    """True once every minion in ``ids`` answers test.ping; False (ask again) otherwise,
+    also when the salt CLI itself did not finish within salt_cmd's timeout (32 minions
+    starting at once on two cores kept it busy for more than 60 s)."""
+    try:
+        proc = salt_cmd("salt", "--out=json", "--static", "-t", "5", "*", "test.ping")
+    except subprocess.TimeoutExpired:
+        return False
     try:
         answered = json.loads(proc.stdout or "{}")
     except ValueError:

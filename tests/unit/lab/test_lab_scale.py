@@ -63,3 +63,22 @@ def test_lab_up_deletes_the_keys_of_hosts_no_longer_in_the_lab(monkeypatch):
     monkeypatch.setattr(labctl, "salt_cmd", fake_salt_cmd)
     labctl._drop_stale_keys(labctl.load_hosts(8))
     assert calls[1:] == [("salt-key", "-y", "-d", "ecmc-3"), ("salt-key", "-y", "-d", "ecsc-3")]
+
+
+def test_a_salt_cli_that_does_not_finish_means_not_answered_yet(monkeypatch):
+    # 32 minions starting at once kept `salt '*' test.ping` busy past salt_cmd's timeout:
+    # lab-up must ask again until its own deadline, not die with TimeoutExpired.
+    import subprocess
+
+    calls = []
+
+    def salt_cmd(*args, **_):
+        calls.append(args)
+        if len(calls) == 1:
+            raise subprocess.TimeoutExpired(list(args), 60)
+        return types.SimpleNamespace(stdout=json.dumps({"ecsc-1": True, "ecsc-2": True}))
+
+    monkeypatch.setattr(labctl, "salt_cmd", salt_cmd)
+    assert labctl.ping_all(["ecsc-1", "ecsc-2"]) is False
+    assert labctl.wait_for(lambda: labctl.ping_all(["ecsc-1", "ecsc-2"]), 5, "ping",
+                           interval=0.01) is True
