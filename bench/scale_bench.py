@@ -224,6 +224,9 @@ def _series(args, runs):
             for batch in args.batches:
                 runs.append(one_run(size, batch))
                 print(table(runs[-1:]).splitlines()[-1], flush=True)
+                # Written after every run: a series that dies later keeps what it measured.
+                OUT.parent.mkdir(exist_ok=True)
+                OUT.write_text(json.dumps(runs, indent=2) + "\n")
     finally:
         with ub.lab_lock("lab back to eight hosts"):
             ub.quiet(lambda _: labctl.up(argparse.Namespace(hosts=None)))
