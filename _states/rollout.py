@@ -100,6 +100,11 @@ def runner(name, **kwargs):
 GATHER_POLL = 0.1
 
 
+#: How long a wave step waits for a host Salt's own liveness ping gave up on to say whether
+#: it still runs the wave's job (seconds); a dead minion is called gone this much later.
+LIVENESS_WAIT = 30
+
+
 #: How long a first wave's step waits for its hosts to begin their states before it
 #: publishes the next wave's job anyway (seconds).
 BEGIN_WAIT = 60
@@ -120,6 +125,34 @@ def _begun(client, hosts, jid, run):
             waiting.discard(data.get("host"))
         # A host whose job returned already (it failed before its states) fires no begin.
         waiting -= set(client.get_cache_returns(jid))
+
+
+def _still_running(client, jid, hosts, found):
+    """Of ``hosts`` (no return of job ``jid`` yet), those still running it. A return that
+    reached the job cache meanwhile goes into ``found``. The others are asked (one
+    saltutil.find_job, up to LIVENESS_WAIT s for the answers, back as soon as all answered):
+    a host that does not answer, or no longer runs the job and left no return, is gone."""
+    if not hosts:
+        return set()
+    cached = client.get_cache_returns(jid)
+    found.update({host: cached[host] for host in hosts if host in cached})
+    ask = sorted(set(hosts) - set(found))
+    if not ask:
+        return set()
+    try:
+        answers = client.cmd(ask, "saltutil.find_job", arg=[jid], tgt_type="list",
+                             timeout=LIVENESS_WAIT)
+    except Exception as exc:  # pylint: disable=broad-except
+        log.warning("rollout.turn: cannot ask %s about job %s: %s", ", ".join(ask), jid, exc)
+        return set()
+    running = {host for host in ask if answers.get(host)}  # find_job: {} = not running
+    if running:
+        log.warning("rollout.turn: %s still running job %s (Salt's liveness ping timed out):"
+                    " waiting for the returns", ", ".join(sorted(running)), jid)
+    # A job that ended between the two looks: its return is in the cache now.
+    cached = client.get_cache_returns(jid)
+    found.update({host: cached[host] for host in ask if host in cached and host not in running})
+    return running
 
 
 def _take_turn(hosts, jid, run, publish, publish_next):
@@ -165,16 +198,25 @@ def _take_turn(hosts, jid, run, publish, publish_next):
                     found[host] = {"failed": True, "ret": (
                         f"{host} did not take its turn in run {run}: turn.give answered "
                         f"{given.get(host)!r}; nothing was touched")}
-        if going:
+        pending = set(going)
+        while pending:
             # Not blocking: get_iter_returns would look for events every 10 ms, in each of
             # a run's parallel wave steps, on the master's CPU that the JVMs need; 0.1 s
             # is this step's latency bar.
-            for item in client.get_iter_returns(jid, set(going), tgt=going, tgt_type="list",
-                                                expect_minions=True, block=False):
+            for item in client.get_iter_returns(jid, set(pending), tgt=sorted(pending),
+                                                tgt_type="list", block=False):
                 if item is None:
                     time.sleep(GATHER_POLL)
                     continue
-                found.update({host: ret for host, ret in item.items() if host in going})
+                found.update({host: ret for host, ret in item.items() if host in pending})
+            pending -= set(found)
+            # Salt gave up on these: its liveness ping (saltutil.find_job) got no answer
+            # within gather_job_timeout. On a loaded machine a host still upgrading answers
+            # later than that (32 hosts at load 35: the run ended while two hosts were
+            # mid-upgrade), so ask them once more, patiently, before calling them gone.
+            pending = _still_running(client, jid, pending, found)
+        for host in going:
+            found.setdefault(host, {"failed": True})  # as Salt's expect_minions: no return
         return found
     finally:
         if ahead is not None:

@@ -91,11 +91,15 @@ def test_a_runner_setting_a_non_zero_retcode_fails_the_step(drift):
 
 class _Client:
     """A LocalClient that records what the step asks: the job ``jid`` was published (or
-    not), some hosts returned already, turn.give answers ``given``, then ``returns``."""
+    not), some hosts returned already, turn.give answers ``given``, then ``returns`` (a
+    list: what each gathering sees in turn; a host missing there is one Salt gave up on),
+    and saltutil.find_job answers ``running`` (a host missing there does not answer)."""
 
-    def __init__(self, published, cached=None, given=None, returns=None):
+    def __init__(self, published, cached=None, given=None, returns=None, running=None):
         self.published, self.cached = published, cached or {}
-        self.given, self.returns = given or {}, returns or {}
+        self.given = given or {}
+        self.returns = returns if isinstance(returns, list) else [returns or {}]
+        self.running = running or {}
         self.calls = []
         self.event = MagicMock()
 
@@ -107,12 +111,16 @@ class _Client:
 
     def cmd(self, tgt, fun, arg=(), tgt_type="glob", **_):
         self.calls.append(("cmd", list(tgt), fun, list(arg)))
+        if fun == "saltutil.find_job":
+            return {host: self.running[host] for host in tgt if host in self.running}
         return {host: self.given.get(host, False) for host in tgt}
 
     def get_iter_returns(self, jid, minions, **_):
         self.calls.append(("gather", sorted(minions)))
+        seen = self.returns.pop(0) if len(self.returns) > 1 else self.returns[0]
         for host in sorted(minions):
-            yield {host: self.returns.get(host, {"failed": True})}
+            if host in seen:
+                yield {host: seen[host]}
 
     def destroy(self):
         pass
@@ -199,3 +207,32 @@ def test_a_first_wave_publishes_the_next_wave_only_once_its_hosts_began():
         ("publish", (["ecsc-2"], "2026113008000000000a")), ("begin", "ecsc-2"),
         ("publish", (["ecsc-3"], "2026113008000000000b"))]
     assert client.calls[3][0] == "gather"
+
+
+def test_a_host_salt_gave_up_on_that_still_runs_its_job_is_waited_for():
+    # 32 hosts at load 35: Salt's liveness ping (find_job) got no answer within
+    # gather_job_timeout while ecsc-1/2 were mid-upgrade; the run ended, calling them gone.
+    jid = "2026113008000000000a"
+    client = _Client(False, returns=[{}, {"ecsc-2": _state_ret(True)}],
+                     running={"ecsc-2": {"jid": jid, "fun": "state.sls"}})
+    ret = _turn(client, MagicMock())
+    assert ret["result"] is True and "ecsc-2" in ret["changes"]["ret"]
+    assert [c for c in client.calls if c[0] != "publish"] == [
+        ("gather", ["ecsc-2"]), ("cmd", ["ecsc-2"], "saltutil.find_job", [jid]),
+        ("gather", ["ecsc-2"])]
+
+
+def test_a_host_that_does_not_answer_when_asked_again_did_not_return():
+    # A dead minion: Salt gave up, and asked once more it stays silent.
+    client = _Client(False, returns=[{}])
+    ret = _turn(client, MagicMock())
+    assert ret["result"] is False
+    assert "ecsc-2" in ret["comment"] and "did not return" in ret["comment"]
+    assert [c[0] for c in client.calls if c[0] != "publish"] == ["gather", "cmd"]
+
+
+def test_a_return_that_reached_the_job_cache_meanwhile_counts_without_asking():
+    client = _Client(False, returns=[{}], cached={"ecsc-2": _state_ret(True)})
+    ret = _turn(client, MagicMock())
+    assert ret["result"] is True
+    assert [c[0] for c in client.calls if c[0] != "publish"] == ["gather"]
