@@ -108,6 +108,23 @@ def kill_minion(host_id, sig=signal.SIGKILL):
     return [p.pid for p in procs]
 
 
+def stall_minion(host_id, seconds):
+    """Stop a lab host's salt-minion and its job processes (SIGSTOP, by pid; never its JVM)
+    for ``seconds``, then continue them: a host too loaded to answer the master for that
+    long. Returns the pids."""
+    procs = _minion_tree(host_id)
+    try:
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(signal.SIGSTOP)
+        time.sleep(seconds)
+    finally:
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(signal.SIGCONT)
+    return [proc.pid for proc in procs]
+
+
 def kill_minion_once_stopped(host_id, jvm_pids, halt):
     """Wait until every pid of ``jvm_pids`` (the service's JVM before the run) has exited,
     then SIGKILL the host's minion at once: the run is cut between the stop and the ready

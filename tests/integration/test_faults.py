@@ -485,6 +485,43 @@ def test_f04_minion_killed_between_stop_and_ready(lab, hosts, row):
     r.finish()
 
 
+STALL = 25  # seconds: past Salt's liveness ping (timeout 5 s + gather_job_timeout 10 s)
+
+
+def test_f14_a_minion_too_loaded_to_answer_mid_wave_is_waited_for(lab, hosts, row):
+    r = row("14 minion stalled 25 s mid-wave (Salt's liveness ping unanswered)",
+            "the wave step asks again and waits: exit 0, both hosts on v2, nothing lost")
+    sched = pair(hosts, "schedule")
+    faults.reset_hosts(sched)
+    before = snapshot(sched)
+    stalled = {}
+
+    def on_event(tag, _data):
+        # Once schedule-1 began its states: its minion and job process stop answering.
+        if tag == "rollout/upgrade/schedule-1/begin" and "thread" not in stalled:
+            stalled["thread"] = threading.Thread(target=lambda: stalled.update(
+                pids=faults.stall_minion("schedule-1", STALL)), daemon=True)
+            stalled["thread"].start()
+
+    with Prober([h["id"] for h in sched]) as probe, events.Listener(on_event):
+        proc = orchestrate("orch.upgrade", {"services": ["schedule"]}, name="f14")
+    if "thread" in stalled:
+        stalled["thread"].join(STALL + 5)
+    after = snapshot(sched)
+    asked = "schedule-1 still running job" in proc.stderr
+    r["observed"] = (f"stalled {stalled.get('pids') or 'NEVER'} for {STALL}s; "
+                     f"rc={proc.returncode} in {RUN_SECONDS.get('f14')}s; asked again: {asked}; "
+                     f"now on {after['schedule-1']['release']}, {after['schedule-2']['release']}")
+    r["both-down instants"] = both_down(probe, "schedule")
+    r.expect(bool(stalled.get("pids")), "schedule-1's minion was never stalled")
+    r.expect(asked, "Salt's liveness ping did not give up on schedule-1 (nothing shown)")
+    r.expect(proc.returncode == 0, f"run failed: {excerpt(why_failed(proc.stdout))}")
+    r.expect(after["schedule-1"]["release"] == V2 and after["schedule-2"]["release"] == V2,
+             "a host of the pair is not on v2")
+    r.lost(nothing_lost(hosts, before, ["schedule-1", "schedule-2"]))
+    r.finish()
+
+
 def test_f05_salt_run_killed_mid_run(lab, hosts, row):
     r = row("5 salt-run SIGKILLed mid-run",
             "lock not stuck (stale lock recognised and reported); re-run completes")
