@@ -264,8 +264,13 @@ def _reason(hosts, failed, master):
         parts.append("the salt-master is not running; start it, then run the same command "
                      "again to complete the run")
     if not parts and failed:
-        parts.append("the run failed before any host reported a step (see the failed step's "
-                     "comment); run the same command again once it is fixed")
+        # True either way: hosts that reported steps may all have passed them (a step of
+        # the orchestration failed, e.g. a gate or a wave whose return did not come).
+        what = ("no host reported a failed step, but a step of the run failed"
+                if any(host["last_step"] for host in hosts.values())
+                else "the run failed before any host reported a step")
+        parts.append(f"{what} (see the failed step's comment); run the same command again "
+                     "once it is fixed")
     return "; ".join(parts) or None
 
 

@@ -269,3 +269,18 @@ def test_the_timeline_is_drawn_by_a_detached_child(journal, tmp_path, no_bus):
     assert ET.parse(svg).getroot().tag == "{http://www.w3.org/2000/svg}svg"
     # Renamed into place once whole; the drawer's empty error log removed.
     assert not os.path.exists(svg + ".tmp") and not os.path.exists(svg + ".log")
+
+
+def test_a_failed_run_whose_hosts_all_passed_says_a_step_of_the_run_failed():
+    # 32 hosts at load 35: every host that ran passed its steps, but a wave's step had
+    # called two of them gone; the reason must not say that no host reported a step.
+    report = rolloutreport.build(
+        "upgrade", RUN, events(upgrade_lines("ecsc-1", T0)), ["ecsc-1", "ecsc-2"],
+        pairs=PAIRS, release="20170220", started=T0, ended=T0 + 8, failed=True)
+    assert report["hosts"]["ecsc-1"]["result"] == "ok"
+    assert report["reason"] == (
+        "no host reported a failed step, but a step of the run failed (see the failed "
+        "step's comment); run the same command again once it is fixed")
+    silent = rolloutreport.build("upgrade", RUN, [], ["ecsc-1"], pairs=PAIRS,
+                                 release="20170220", started=T0, ended=T0 + 1, failed=True)
+    assert silent["reason"].startswith("the run failed before any host reported a step")
