@@ -145,7 +145,10 @@ def _still_running(client, jid, hosts, found):
     except Exception as exc:  # pylint: disable=broad-except
         log.warning("rollout.turn: cannot ask %s about job %s: %s", ", ".join(ask), jid, exc)
         return set()
-    running = {host for host in ask if answers.get(host)}  # find_job: {} = not running
+    # find_job answers the job's data while it runs, {} when not; LocalClient.cmd gives a
+    # silent minion a string ("Minion did not return. [No response]") or False.
+    running = {host for host in ask
+               if isinstance(answers.get(host), dict) and answers[host].get("jid") == jid}
     if running:
         log.warning("rollout.turn: %s still running job %s (Salt's liveness ping timed out):"
                     " waiting for the returns", ", ".join(sorted(running)), jid)

@@ -222,9 +222,11 @@ def test_a_host_salt_gave_up_on_that_still_runs_its_job_is_waited_for():
         ("gather", ["ecsc-2"])]
 
 
-def test_a_host_that_does_not_answer_when_asked_again_did_not_return():
-    # A dead minion: Salt gave up, and asked once more it stays silent.
-    client = _Client(False, returns=[{}])
+@pytest.mark.parametrize("answer", [None, "Minion did not return. [No response]", False, {}])
+def test_a_host_that_does_not_answer_when_asked_again_did_not_return(answer):
+    # A dead minion: Salt gave up, and asked once more it stays silent (LocalClient.cmd
+    # gives it a string or False; a live one without the job answers {}).
+    client = _Client(False, returns=[{}], running={} if answer is None else {"ecsc-2": answer})
     ret = _turn(client, MagicMock())
     assert ret["result"] is False
     assert "ecsc-2" in ret["comment"] and "did not return" in ret["comment"]
