@@ -7,13 +7,14 @@ hosts in the same batches.
 Per size the lab is brought to that many hosts (`labctl up --hosts N`); per batch: reset to
 v1 -> the floor -> reset -> `orch.upgrade pillar=<batch for every service>`, both under the
 availability prober (its polls, 20 per second per host, load the JVMs and the cores: at 32
-hosts that is most of this machine, so both are timed under it). Printed and written to `.bench/scale.json` (a list, one object per run):
-hosts, batch (as given), wall_s, floor_s, master_cpu_s (the salt-master's processes plus the
-salt-run process), minions_cpu_s (the lab's minions and their job processes), machine_cpu_s and
-floor_machine_cpu_s (the whole machine busy during orch.upgrade and during the floor), master_rss_mib (peak of the salt-master's processes), max_down (most hosts
-of one service down at one instant, from the prober), max_unavailable, and floor_max_down
-(the same count for the floor). Each run takes the
-lab lock for itself. The bench ends with the lab back at its eight hosts, reset to v1.
+hosts that is most of this machine, so both are timed under it). Printed and written to
+`.bench/scale.json` (a list, one object per run): hosts, batch (as given), wall_s, floor_s,
+master_cpu_s (the salt-master's processes plus the salt-run process), minions_cpu_s (the lab's
+minions and their job processes), machine_cpu_s and floor_machine_cpu_s (the whole machine
+busy during orch.upgrade and during the floor), master_rss_mib (peak of the salt-master's
+processes), max_down (most hosts of one service down at one instant, from the prober),
+max_unavailable, and floor_max_down (the same count for the floor). Each run takes the lab
+lock for itself. The bench ends with the lab back at its eight hosts, reset to v1.
 
 Goals (issue 11): overhead (wall - floor) at 32 hosts <= 1.25 x the overhead at 8 hosts;
 at 32 hosts `batch: 25%` <= 0.5 x the wall time of `batch: 1`; max_down <= max_unavailable.
@@ -34,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import psutil  # noqa: E402  pylint: disable=wrong-import-position
 
 from bench import upgrade_bench as ub  # noqa: E402  pylint: disable=wrong-import-position
-from lab import labctl  # noqa: E402  pylint: disable=wrong-import-position
+from lab import faults, labctl  # noqa: E402  pylint: disable=wrong-import-position
 from lab.prober import Prober  # noqa: E402  pylint: disable=wrong-import-position
 
 OUT = ub.OUT_DIR / "scale.json"
@@ -62,37 +63,22 @@ def master_tree():
     return [root] + root.children(recursive=True)
 
 
-def cpu_seconds(procs):
+def cpu_seconds(procs, reaped=False):
+    """CPU seconds of ``procs``; with ``reaped``, also of their ended children (a minion's
+    job processes are reaped by its process manager: their time is in its children's)."""
     total = 0.0
     for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
             times = proc.cpu_times()
             total += times.user + times.system
-    return total
-
-
-def tree_cpu_seconds(procs):
-    """CPU seconds of ``procs`` and of their ended children (a minion's job processes are
-    reaped by its process manager: their time is in its children's times)."""
-    total = 0.0
-    for proc in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            times = proc.cpu_times()
-            total += times.user + times.system + times.children_user + times.children_system
+            if reaped:
+                total += times.children_user + times.children_system
     return total
 
 
 def minion_trees(hosts):
     """Every lab minion's processes (its daemon and the children it runs jobs in)."""
-    procs = []
-    for host in hosts:
-        pid = labctl._daemon_pid(labctl.minion_pidfile(host["id"]), host["id"])  # pylint: disable=protected-access
-        if not pid:
-            continue
-        with contextlib.suppress(psutil.NoSuchProcess):
-            root = psutil.Process(pid)
-            procs += [root] + root.children(recursive=True)
-    return procs
+    return [proc for host in hosts for proc in faults.minion_tree(host["id"])]
 
 
 def machine_busy_seconds():
@@ -140,7 +126,7 @@ def one_run(size, batch):
         ub.reset()
         before = cpu_seconds(master_tree())
         minions = minion_trees(hosts)
-        minions_before = tree_cpu_seconds(minions)
+        minions_before = cpu_seconds(minions, reaped=True)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         peak = PeakRss()
         peak.start()
@@ -150,7 +136,7 @@ def one_run(size, batch):
                 "orch.upgrade", f"pillar={json.dumps(batch_pillar(batch, services))}"),
                 "orch.upgrade")
             busy = machine_busy_seconds() - busy
-        minions_cpu = tree_cpu_seconds(minions) - minions_before
+        minions_cpu = cpu_seconds(minions, reaped=True) - minions_before
         rss = peak.stop()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = cpu_seconds(master_tree()) - before + (after.ru_utime - children.ru_utime) + (

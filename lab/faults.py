@@ -82,7 +82,7 @@ def minion_pid(host_id):
     return labctl._daemon_pid(labctl.minion_pidfile(host_id), str(labctl.minion_dir(host_id)))
 
 
-def _minion_tree(host_id):
+def minion_tree(host_id):
     """The minion's processes (daemon and job processes), never a JVM it started."""
     pid = minion_pid(host_id)
     if not pid:
@@ -100,7 +100,7 @@ def _name(proc):
 
 def kill_minion(host_id, sig=signal.SIGKILL):
     """Signal a lab host's salt-minion and its job processes by pid; returns the pids."""
-    procs = _minion_tree(host_id)
+    procs = minion_tree(host_id)
     for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.send_signal(sig)
@@ -112,7 +112,7 @@ def stall_minion(host_id, seconds):
     """Stop a lab host's salt-minion and its job processes (SIGSTOP, by pid; never its JVM)
     for ``seconds``, then continue them: a host too loaded to answer the master for that
     long. Returns the pids."""
-    procs = _minion_tree(host_id)
+    procs = minion_tree(host_id)
     try:
         for proc in procs:
             with contextlib.suppress(psutil.NoSuchProcess):
