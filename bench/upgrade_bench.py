@@ -11,7 +11,8 @@ itself only, so other lab users wait minutes, not the whole bench:
 
 - fast round: lab reset to v1 -> `orch.upgrade` v1->v2 with the availability prober and the
   JSON output (JVM stop and start-to-ready from its state changes) -> lab memory -> a no-op
-  `orch.upgrade` -> `salt '*' test.ping` -> `orch.compliance` -> reset -> the floor
+  `orch.upgrade` -> `salt '*' test.ping` -> `orch.compliance` -> Salt's own minimum (below)
+  -> reset -> the floor
   (`lab.floor`) under the same prober (its polls load the JVMs and the cores: both are timed
   under that load) -> reset -> `orch.upgrade pillar='{"parallel": false}'`;
 - slow round: v2 rebuilt with services that take 20 s to become ready (lab/build.py
@@ -19,6 +20,16 @@ itself only, so other lab users wait minutes, not the whole bench:
   pillar come back with the reset that ends the round;
 - backup: bench/backup_bench.py (backup.create / cp -a, 200 MB, 5,000 files; no lab).
 The bench ends with the lab reset to v1.
+
+Salt's own minimum, timed in the fast round beside the figures it bounds, as whole `salt-run`
+processes of `state.orchestrate_high` (no SLS of ours, no work on any host):
+- `salt_state_round_s`: one no-op state job (`state.single test.nop`) on the first host of
+  every service. Any orchestration that upgrades these hosts through SLS states runs at least
+  this much before and around their work (the salt-run process, the orchestration, a state
+  job's publish, pillar, compile and return), so `upgrade_minus_floor_s` cannot be below it;
+- `salt_ping_round_s`: one `test.ping` on every host, the least an orchestration that asks
+  every host once (`orch.compliance`) can take.
+The table names a goal set below its minimum.
 """
 
 import argparse
@@ -53,6 +64,13 @@ GOALS = {
     "compliance_s": ("<= 3", lambda v: v <= 3),
     "lab_rss_mib": (None, None),
     "backup_over_cp": ("<= 1.3", lambda v: v <= 1.3),
+    "salt_state_round_s": (None, None),
+    "salt_ping_round_s": (None, None),
+}
+#: figure -> the figure of Salt's own minimum it cannot be below (see the docstring).
+SALT_MINIMUM = {
+    "upgrade_minus_floor_s": "salt_state_round_s",
+    "compliance_s": "salt_ping_round_s",
 }
 
 
@@ -117,6 +135,68 @@ def floor():
     return timed(str(labctl.VENV_BIN / "python"), "-m", "lab.floor")
 
 
+def first_hosts(hosts):
+    """The first host of every service, in the lab's order (the runbook's first wave)."""
+    first = {}
+    for host in hosts:
+        first.setdefault(host["service"], host["id"])
+    return list(first.values())
+
+
+def minimal_orchestration(fun, targets, *args):
+    """An orchestration of one job, ``fun`` on the minions ``targets``, as high data for
+    `salt-run state.orchestrate_high` (nothing of ours renders or runs)."""
+    # High data takes the state module and function apart ("salt.function" is SLS shorthand).
+    step = ["function", {"name": fun}, {"tgt": list(targets)}, {"tgt_type": "list"}]
+    if args:
+        step.append({"arg": list(args)})
+    return json.dumps({"minimum": {"salt": step}})
+
+
+def minimal_step_passed(stdout):
+    """Whether the one step of a minimal orchestration ran and passed (an orchestration of
+    high data Salt does not take returns nothing, and would time only salt-run itself)."""
+    steps = orch_steps(stdout)
+    return set(steps) == {"minimum"} and steps["minimum"].get("result") is True
+
+
+def salt_minimum(hosts):
+    """(seconds of one no-op state job on the first wave's hosts, seconds of one test.ping
+    on every host): each a whole `salt-run state.orchestrate_high` process."""
+    found = []
+    for what, data in (
+            ("one no-op state job", minimal_orchestration(
+                "state.single", first_hosts(hosts), "test.nop", "minimum")),
+            ("one test.ping", minimal_orchestration("test.ping", [h["id"] for h in hosts]))):
+        seconds, proc = must(orchestrate_high(data), f"orchestration of {what}")
+        if not minimal_step_passed(proc.stdout):
+            print(proc.stdout[-3000:], file=sys.stderr)
+            raise SystemExit(f"bench: the orchestration of {what} did not run its step")
+        found.append(seconds)
+    return tuple(found)
+
+
+def orchestrate_high(data):
+    return timed("salt-run", "--out=json", "state.orchestrate_high", data)
+
+
+def below_minimum(result):
+    """Lines naming each goal set below Salt's own minimum measured in the same run."""
+    lines = []
+    for key, minimum in SALT_MINIMUM.items():
+        row, floor_row = result.get(key) or {}, result.get(minimum) or {}
+        goal, least = row.get("goal"), floor_row.get("median")
+        if not goal or least is None:
+            continue
+        bound = float(goal.split()[-1])
+        row["salt_minimum"] = least
+        if least > bound:
+            lines.append(f"{key}: goal {goal}, but {minimum} (Salt alone, no work) took "
+                         f"{least:.3f} (median) in this run: the goal is below Salt's own "
+                         "minimum on this machine")
+    return lines
+
+
 # ---------------------------------------------------------------- reading the run's JSON
 
 
@@ -124,9 +204,30 @@ def _state_id(key):
     return key.split("_|-")[1] if "_|-" in key else key
 
 
+def last_json_document(stdout):
+    """The last JSON document a `salt-run --out=json` printed (a document starts at a "{"
+    line; Salt may print other lines, such as "No minions matched the target", between)."""
+    decoder, found, at = json.JSONDecoder(), None, 0
+    while True:
+        at = stdout.find("{", at)
+        if at < 0:
+            break
+        if at == 0 or stdout[at - 1] == "\n":
+            try:
+                found, at = decoder.raw_decode(stdout, at)
+                continue
+            except ValueError:
+                pass
+        at += 1
+    if not isinstance(found, dict):
+        raise ValueError(f"no JSON document in salt-run's output: {stdout[-300:]!r}")
+    return found
+
+
 def orch_steps(stdout):
-    """{orchestration step id: ret} from `salt-run --out=json state.orchestrate`."""
-    data = json.loads(stdout)
+    """{orchestration step id: ret} from `salt-run --out=json state.orchestrate` (or
+    `state.orchestrate_high`, which prints a progress document before its return)."""
+    data = last_json_document(stdout)
     data = data.get("data", data)
     steps = {}
     for minion_ret in data.values():
@@ -230,6 +331,7 @@ def fast_round(figures, detail, keep_json, last):
         noop_s, _ = must(orchestrate("orch.upgrade"), "no-op orch.upgrade")
         ping_s, _ = must(timed("salt", "*", "test.ping"), "salt '*' test.ping")
         comp_s, comp = orchestrate("orch.compliance")
+        state_round_s, ping_round_s = salt_minimum(labctl.load_hosts())
         reset()
         # The floor runs under the same prober: its polls (20 per second per host) take CPU
         # from the JVMs and tools alike (+2.9 s on the floor's 14.4 s, 3 runs each, on the
@@ -251,6 +353,8 @@ def fast_round(figures, detail, keep_json, last):
     figures["serial_over_parallel"].append(serial_s / up_s)
     figures["compliance_s"].append(comp_s)
     figures["lab_rss_mib"].append(mem["total"]["rss_mib"])
+    figures["salt_state_round_s"].append(state_round_s)
+    figures["salt_ping_round_s"].append(ping_round_s)
     detail["runs"].append({
         "round": "fast", "load": os.getloadavg()[0], "upgrade_s": up_s, "floor_s": floor_s,
         "noop_s": noop_s, "ping_s": ping_s, "compliance_s": comp_s,
@@ -359,11 +463,14 @@ def main(argv=None):
         print("backup.create / cp -a", flush=True)
         backup_round(figures, detail, runs)
     result = summarise(figures)
+    limits = below_minimum(result)
     load = (load_start, os.getloadavg()[0])
     detail.update(figures=figures, load=load, summary=result)
     (OUT_DIR / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     (OUT_DIR / "detail.json").write_text(json.dumps(detail, indent=2, default=str) + "\n")
     print(table(result, load))
+    for line in limits:
+        print(line)
     if detail["runs"] and detail["runs"][0].get("profile"):
         print("\nwhere the first orch.upgrade's seconds went (.bench/upgrade-run.json):")
         print(format_profile(detail["runs"][0]["profile"]))

@@ -5,6 +5,8 @@ state) and its summary against the goals."""
 import importlib.util
 import json
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 
 SPEC = importlib.util.spec_from_file_location("upgrade_bench", REPO_ROOT / "bench" / "upgrade_bench.py")
@@ -84,6 +86,8 @@ def test_the_floor_is_timed_under_the_same_prober_as_orch_upgrade(monkeypatch, t
     def timed(*argv, **_):
         probed.setdefault(" ".join(argv[-2:]), []).append(len(active))
         out = json.dumps(ORCH) if "orch.upgrade" in argv else "{}"
+        if "state.orchestrate_high" in argv:
+            out = _minimal_output(True)
         return 1.0, type("Done", (), {"returncode": 0, "stdout": out, "stderr": ""})()
 
     monkeypatch.setattr(bench, "lab_lock", lambda what: contextlib.nullcontext())
@@ -91,10 +95,64 @@ def test_the_floor_is_timed_under_the_same_prober_as_orch_upgrade(monkeypatch, t
     monkeypatch.setattr(bench, "timed", timed)
     monkeypatch.setattr(bench, "Prober", Prober)
     monkeypatch.setattr(bench.labctl, "memory", lambda: {"total": {"rss_mib": 1}})
+    monkeypatch.setattr(bench.labctl, "load_hosts", lambda: HOSTS)
     figures = {key: [] for key in bench.GOALS}
     detail = {"runs": []}
     bench.fast_round(figures, detail, keep_json=False, last=False)
+    assert figures["salt_state_round_s"] == [1.0] and figures["salt_ping_round_s"] == [1.0]
     assert probed["-m lab.floor"] == [1]
     # The v1->v2 run under the prober; the no-op run after it not.
     assert probed["state.orchestrate orch.upgrade"] == [1, 0]
     assert detail["runs"][0]["floor_downtime_by_prober"] == {"ecsc-1": 6.0}
+
+
+HOSTS = [{"id": "ecsc-1", "service": "ecsc"}, {"id": "ecsc-2", "service": "ecsc"},
+         {"id": "ecmc-1", "service": "ecmc"}, {"id": "ecmc-2", "service": "ecmc"}]
+
+
+def _minimal_output(result):
+    """What `salt-run --out=json state.orchestrate_high` prints (Salt 3008): an error line
+    when no minion matched, a progress document, then the return."""
+    ret = {"vm_master": {"salt_|-minimum_|-state.single_|-function": {
+        "name": "state.single", "changes": {}, "result": result, "__id__": "minimum",
+        "comment": "Function ran successfully." if result else "No minions responded"}}}
+    progress = {"suffix": "progress", "event": {"data": ret, "outputter": "highstate"}}
+    head = "" if result else "No minions matched the target. No command was sent.\n"
+    return head + json.dumps(progress, indent=4) + "\n" + json.dumps(ret, indent=4) + "\n"
+
+
+def test_salt_minimum_is_one_job_on_the_first_wave_and_must_have_run(monkeypatch):
+    # orchestrate_high exits 0 even when its step failed or never ran: the bench checks the
+    # step, else it would time salt-run alone and call that Salt's minimum.
+    seen = []
+
+    def timed(*argv, **_):
+        seen.append(json.loads(argv[-1]))
+        ok = "nosuch" not in argv[-1]
+        return 2.0, type("Done", (), {"returncode": 0, "stdout": _minimal_output(ok),
+                                      "stderr": ""})()
+
+    monkeypatch.setattr(bench, "timed", timed)
+    assert bench.salt_minimum(HOSTS) == (2.0, 2.0)
+    state, ping = (entry["minimum"]["salt"] for entry in seen)
+    assert state[0] == "function" and {"name": "state.single"} in state
+    assert {"tgt": ["ecsc-1", "ecmc-1"]} in state and {"arg": ["test.nop", "minimum"]} in state
+    assert {"name": "test.ping"} in ping and {"tgt": [h["id"] for h in HOSTS]} in ping
+    assert bench.minimal_step_passed(_minimal_output(True))
+    assert not bench.minimal_step_passed(_minimal_output(False))
+    with pytest.raises(SystemExit, match="did not run its step"):
+        bench.salt_minimum([{"id": "nosuch-1", "service": "x"}])
+
+
+def test_a_goal_below_salt_s_own_minimum_is_named():
+    figures = {key: [] for key in bench.GOALS}
+    figures["upgrade_minus_floor_s"] = [9.0]
+    figures["salt_state_round_s"] = [3.6, 3.2, 4.0]
+    figures["compliance_s"] = [3.4]
+    figures["salt_ping_round_s"] = [2.9]
+    result = bench.summarise(figures)
+    lines = bench.below_minimum(result)
+    assert len(lines) == 1 and lines[0].startswith("upgrade_minus_floor_s: goal <= 3")
+    assert "3.600" in lines[0]
+    assert result["upgrade_minus_floor_s"]["salt_minimum"] == 3.6
+    assert result["compliance_s"]["salt_minimum"] == 2.9  # 2.9 <= 3: reachable, not named
