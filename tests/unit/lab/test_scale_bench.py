@@ -26,6 +26,7 @@ def test_goals_compare_overheads_and_batch_walls():
     assert found["overhead_32_over_8[batch 1]"] == 1.2
     assert found["overhead_32_over_8[batch 25%]"] == 1.1
     assert found["wall_32_batch25_over_batch1"] == 0.44
+    assert found["floor_32_batch25_over_batch1"] == 0.35  # 24 / 68
     assert found["max_down_within_max_unavailable"] is False
 
 
