@@ -131,6 +131,10 @@ def orchestrate(sls, *extra):
     return timed("salt-run", "--out=json", "state.orchestrate", sls, *extra)
 
 
+def orchestrate_high(data):
+    return timed("salt-run", "--out=json", "state.orchestrate_high", data)
+
+
 def floor():
     return timed(str(labctl.VENV_BIN / "python"), "-m", "lab.floor")
 
@@ -176,21 +180,17 @@ def salt_minimum(hosts):
     return tuple(found)
 
 
-def orchestrate_high(data):
-    return timed("salt-run", "--out=json", "state.orchestrate_high", data)
-
-
 def below_minimum(result):
     """Lines naming each goal set below Salt's own minimum measured in the same run."""
     lines = []
     for key, minimum in SALT_MINIMUM.items():
         row, floor_row = result.get(key) or {}, result.get(minimum) or {}
-        goal, least = row.get("goal"), floor_row.get("median")
-        if not goal or least is None:
+        goal, met = GOALS[key]
+        least = floor_row.get("median")
+        if not row or least is None:
             continue
-        bound = float(goal.split()[-1])
         row["salt_minimum"] = least
-        if least > bound:
+        if not met(least):
             lines.append(f"{key}: goal {goal}, but {minimum} (Salt alone, no work) took "
                          f"{least:.3f} (median) in this run: the goal is below Salt's own "
                          "minimum on this machine")
